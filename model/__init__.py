@@ -1,0 +1,1 @@
+"""DeepSeek-V4 in PyTorch: config, network, checkpoints, tokenizer, engine and sessions."""
