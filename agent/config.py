@@ -49,6 +49,8 @@ class BackendConfig(_Section):
     """Retries of a request answered with 429 or 5xx, or cut off before any text came."""
     retry_backoff_s: float = 1.0
     """First retry waits this long, each later one twice as long (a Retry-After header wins)."""
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    """Extra fields for every `openai` request body (e.g. a server's thinking switch)."""
     request_timeout_s: float = 600.0
     """Seconds to wait for an HTTP response to start and between streamed chunks."""
     script: Path | None = None
@@ -60,7 +62,9 @@ class BackendConfig(_Section):
     temperature: float = 0.0
     """Sampling temperature (0 = greedy)."""
     top_p: float = 1.0
+    """Nucleus sampling: sample from the smallest set of tokens with this much probability."""
     seed: int | None = None
+    """Sampling seed (None: random)."""
 
 
 class LimitsConfig(_Section):
@@ -114,8 +118,11 @@ def _default_prices() -> dict[str, Price]:
 
 class AgentConfig(_Section):
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    """What continues the conversation (`[backend]` in TOML)."""
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    """When a run stops (`[limits]`)."""
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
+    """Which tool calls run without asking (`[approval]`)."""
     prices: dict[str, Price] = Field(default_factory=_default_prices)
     """Per-model prices (key: `backend.model`); a model not listed costs nothing."""
     thinking_mode: Literal["thinking", "chat"] = "thinking"

@@ -51,10 +51,11 @@ class Usage(BaseModel):
     """Token and money accounting of one step."""
 
     prompt_tokens: int = 0
-    """New tokens the backend had to process for this step (the suffix, or the whole prompt
-    for a backend without a cache)."""
+    """Tokens of the prompt this step's generation read (as OpenAI counts them: everything
+    before the completion, cached or not)."""
     cached_tokens: int = 0
-    """Tokens of the prompt served from the backend's cache (not processed again)."""
+    """Of those, tokens served from the backend's cache; `prompt_tokens - cached_tokens` were
+    processed this step (with append-only memory: only the new suffix)."""
     generated_tokens: int = 0
     context_tokens: int = 0
     """Tokens in the backend's context after this step."""

@@ -8,8 +8,8 @@ continues, streams the completion text to `on_text`, and appends the completion 
 earlier is ever re-rendered.
 
 Backends that cannot take raw prompt text (OpenAI-style chat completions) read
-`StepRequest.messages` instead and return the parsed turn in `Completion.turn`; they still stream
-the turn as DSML text so that the loop's one streaming parser makes the same events for all.
+`StepRequest.messages` instead, and stream the structured answer back written as DSML text, so
+that the loop's one streaming parser makes the same events (and call ids) for every backend.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from dsml import AssistantTurn, Message
+    from dsml import Message
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -85,13 +85,10 @@ class Completion:
     `</think>`, content, tool-call block, EOS when the model ended its turn)."""
     finish_reason: FinishReason
     prompt_tokens: int = 0
-    """Tokens of the prompt the backend processed this step."""
+    """Tokens of the whole prompt before the completion (cached or not)."""
     cached_tokens: int = 0
-    """Tokens of the prompt reused from the cache."""
+    """Of those, tokens reused from the cache (not processed again)."""
     generated_tokens: int = 0
-    turn: AssistantTurn | None = None
-    """The parsed turn when the backend received it structured (chat completions): its call ids
-    are the server's and must be used; None when the loop parses `text`."""
 
 
 @runtime_checkable
