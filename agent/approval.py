@@ -160,6 +160,9 @@ class ApprovalGate:
             subject=call_subject(tool, arguments),
             reason=verdict.reason,
         )
+        if self.approver is None:  # registered before anyone can see the request
+            with self._lock:
+                self._waiting[request_id] = (threading.Event(), [])
         emit(
             ev.ApprovalRequested(
                 request_id=request_id,
@@ -198,9 +201,8 @@ class ApprovalGate:
             if isinstance(answer, ApprovalDecision):
                 return answer
             return ApprovalDecision(approved=bool(answer), reason="approver callback")
-        done, box = threading.Event(), []
         with self._lock:
-            self._waiting[request.request_id] = (done, box)
+            done, box = self._waiting[request.request_id]
         try:
             while not done.wait(0.05):
                 if cancel.cancelled:

@@ -135,8 +135,6 @@ class AgentConfig(_Section):
         "summary."
     )
     """The system message's text; the tools block is appended to it."""
-    tool_timeout_s: float = 120.0
-    """Seconds a tool call may run before it is stopped (the model sees a timeout error)."""
     sessions_dir: Path = DEFAULT_SESSIONS_DIR
     """Where sessions are journaled: `<sessions_dir>/<id>/events.jsonl` and the saved cache."""
     save_cache: bool = True

@@ -90,11 +90,14 @@ class ScriptedSession:
         self.backend = backend
         self.position = position
         """Index of the next completion to replay."""
+        self.prompts: list[str] = []
+        """The prompt suffixes this session was sent, in order (for checks)."""
         self._context_tokens = context_tokens
 
     def extend(
         self, request: StepRequest, on_text: Callable[[str], None], cancel: CancelToken
     ) -> Completion:
+        self.prompts.append(request.prompt)
         script = self.backend.completions
         if self.position >= len(script):
             raise BackendError(
@@ -129,7 +132,9 @@ class ScriptedSession:
         )
 
     def fork(self) -> ScriptedSession:
-        return copy.copy(self)
+        twin = copy.copy(self)
+        twin.prompts = list(self.prompts)
+        return twin
 
     def save(self, directory: Path) -> None:
         (directory / STATE_FILE).write_text(
