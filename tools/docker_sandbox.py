@@ -37,6 +37,7 @@ from tools.sandbox import (
     SandboxConfig,
     new_session_id,
 )
+from tools.sandbox_admin import owner_label
 
 if TYPE_CHECKING:
     import docker
@@ -135,7 +136,7 @@ class DockerSandbox(RunnerSandbox):
         cfg = self.config
         client = self._client
         assert client is not None
-        labels = {LABEL: "1", f"{LABEL}.session": self.session_id}
+        labels = {LABEL: "1", f"{LABEL}.session": self.session_id, f"{LABEL}.owner": owner_label()}
         fresh = False
         if cfg.mount == "copy":
             try:

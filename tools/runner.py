@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 
 ROOT = os.path.realpath(sys.argv[1] if len(sys.argv) > 1 else os.getcwd())
 # Optional: where the cgroup counts OOM kills of this sandbox, as candidates joined by ":"
@@ -123,6 +124,7 @@ class Job:
         self.ended = None
         self.eof = False
         self.timed_out = False
+        self.notice = None
         self.stdin_data = None
         self.stdin_fd = None
 
@@ -133,6 +135,7 @@ class Runner:
         self.inbuf = b""
         self.outbuf = bytearray()
         self.jobs = {}  # by pid
+        self.left_behind = []  # process groups of finished commands (may hold background jobs)
         self.running = True
         os.set_blocking(0, False)
         self.sel.register(0, selectors.EVENT_READ, ("stdin", None))
@@ -152,16 +155,21 @@ class Runner:
         while self.running or self.jobs:
             for key, _ in self.sel.select(self.next_wakeup()):
                 kind, job = key.data
-                if kind == "stdin":
-                    self.read_requests()
-                elif kind == "out":
-                    self.read_output(job)
-                elif kind == "drain":
-                    self.drain(key.fd)
-                elif kind == "pid":
-                    self.reap(job)
-                elif kind == "feed":
-                    self.feed(job)
+                # One batch can hold events that an earlier handler in it made stale (an output
+                # pipe read to its end while reaping): the job's own state says so.
+                try:
+                    if kind == "stdin":
+                        self.read_requests()
+                    elif kind == "out" and not job.eof:
+                        self.read_output(job)
+                    elif kind == "drain":
+                        self.drain(key.fd)
+                    elif kind == "pid" and job.status is None:
+                        self.reap(job)
+                    elif kind == "feed" and job.stdin_fd is not None:
+                        self.feed(job)
+                except Exception:  # keep serving the other commands; the host sees the trace
+                    traceback.print_exc()
             self.check_deadlines()
 
     def next_wakeup(self):
@@ -226,25 +234,47 @@ class Runner:
         argv = ["sh", "-c", script, f"{req['kill_after']}s", f"{req['timeout']}s", req["command"]]
         r, w = os.pipe()
         stdin = req.get("stdin")
-        try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=workdir,
-                env=env,
-                stdout=w,
-                stderr=w,
-                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                start_new_session=True,
-                close_fds=True,
-            )
-        except OSError as e:
+        notice = None
+        for attempt in range(3):
+            try:
+                proc = subprocess.Popen(
+                    argv,
+                    cwd=workdir,
+                    env=env,
+                    stdout=w,
+                    stderr=w,
+                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+                break
+            except BlockingIOError:  # EAGAIN from fork: the pids limit is reached
+                if attempt == 0:
+                    notice = self.reclaim()
+                time.sleep(0.3)
+            except OSError as e:
+                os.close(r)
+                os.close(w)
+                self.send({"id": req["id"], "ok": False, "error": f"cannot start: {e}"})
+                return
+        else:
             os.close(r)
             os.close(w)
-            self.send({"id": req["id"], "ok": False, "error": f"could not start the command: {e}"})
+            self.send(
+                {
+                    "id": req["id"],
+                    "ok": False,
+                    "error": (
+                        "cannot start the command: the sandbox is at its process limit, and "
+                        "killing what earlier commands left running did not free enough"
+                    ),
+                }
+            )
             return
         os.close(w)
         os.set_blocking(r, False)
         job = Job(req, proc, r, os.pidfd_open(proc.pid), Capture(req["head"], req["tail"]))
+        job.notice = notice
         self.jobs[proc.pid] = job
         self.sel.register(r, selectors.EVENT_READ, ("out", job))
         self.sel.register(job.pidfd, selectors.EVENT_READ, ("pid", job))
@@ -332,9 +362,23 @@ class Runner:
         if job.status is not None and job.eof:
             self.finish(job)
 
+    def reclaim(self):
+        """Out of pids: kill what earlier commands left running (a fork bomb, typically)."""
+        groups = [g for g in self.left_behind if group_alive(g)]
+        for g in groups:
+            kill_group(g)
+        self.left_behind = []
+        return (
+            f"the sandbox had reached its process limit; killed the processes that "
+            f"{len(groups)} earlier command(s) left running to make room"
+        )
+
     def finish(self, job):
         if self.jobs.pop(job.proc.pid, None) is None:
             return
+        if not job.timed_out:
+            self.left_behind = [g for g in self.left_behind[-200:] if group_alive(g)]
+            self.left_behind.append(job.proc.pid)
         status = job.status
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + sig
@@ -353,15 +397,28 @@ class Runner:
                 "truncated_bytes": elided,
                 "total_bytes": job.capture.total,
                 "duration_s": round(job.ended - job.started, 4),
+                "notice": job.notice,
             }
         )
 
 
-def kill_group(pgid):
+def group_alive(pgid):
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(pgid, 0)
+        return True
     except OSError:
-        pass
+        return False
+
+
+def kill_group(pgid):
+    """SIGKILL the group until it is empty: a fork bomb forks while the first kill lands."""
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            return
+        time.sleep(0.005)
 
 
 # ---- file operations, confined to ROOT ---------------------------------------------------

@@ -270,7 +270,9 @@ class RunnerSandbox:
         if not msg.get("ok"):
             return ExecResult(exit_code=None, output=msg.get("error", ""), notice=notice)
         fields = {k: msg[k] for k in ExecResult.model_fields if k in msg}
-        return ExecResult(**fields, notice=notice)
+        if notice:
+            fields["notice"] = _join(notice, fields["notice"]) if fields.get("notice") else notice
+        return ExecResult(**fields)
 
     def _file_op(self, op: str, **fields: Any) -> dict[str, Any]:
         client, _ = self._runner()

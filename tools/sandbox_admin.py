@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import socket
+
 from pydantic import BaseModel
 
 from tools.engine import LABEL, _engine_answers, docker_client, image_name
@@ -46,15 +49,44 @@ def sandbox_status() -> SandboxStatus:
     )
 
 
-def prune_sandboxes() -> dict[str, int]:
-    """Remove every container and volume carrying our label (running ones included)."""
+def owner_label() -> str:
+    """Which process owns a sandbox: `host:pid`; prune keeps those whose owner still runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _owner_alive(labels: dict[str, str]) -> bool:
+    host, _, pid = labels.get(f"{LABEL}.owner", "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def prune_sandboxes(*, everything: bool = False) -> dict[str, int]:
+    """Remove leftover sandboxes: containers and volumes with our label whose owning process
+    has ended (or, with everything=True, all of them, in use or not)."""
     if not _engine_answers():
         return {"containers": 0, "volumes": 0}
     client = docker_client()
-    containers = client.containers.list(all=True, filters={"label": LABEL})
-    for c in containers:
-        c.remove(force=True)
-    volumes = client.volumes.list(filters={"label": LABEL})
-    for v in volumes:
-        v.remove(force=True)
-    return {"containers": len(containers), "volumes": len(volumes)}
+    removed_c = removed_v = 0
+    for c in client.containers.list(all=True, filters={"label": LABEL}):
+        if everything or not _owner_alive(c.labels):
+            c.remove(force=True)
+            removed_c += 1
+    in_use = {
+        m.get("Name")
+        for c in client.containers.list(all=True, filters={"label": LABEL})
+        for m in c.attrs.get("Mounts", [])
+    }
+    for v in client.volumes.list(filters={"label": LABEL}):
+        if v.name in in_use:
+            continue
+        if everything or not _owner_alive(v.attrs.get("Labels") or {}):
+            v.remove(force=True)
+            removed_v += 1
+    return {"containers": removed_c, "volumes": removed_v}

@@ -20,7 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s = cmds.add_parser("status", help="report the engine, the image and running sandboxes")
     s.set_defaults(func=_status)
 
-    s = cmds.add_parser("prune", help="remove leftover sandbox containers and volumes")
+    s = cmds.add_parser(
+        "prune", help="remove leftover sandboxes (containers and volumes whose owner has ended)"
+    )
+    s.add_argument("--all", action="store_true", help="remove every sandbox, in use or not")
     s.set_defaults(func=_prune)
 
     s = cmds.add_parser(
@@ -72,7 +75,7 @@ def _status(args: argparse.Namespace) -> int:
 def _prune(args: argparse.Namespace) -> int:
     from tools.sandbox_admin import prune_sandboxes
 
-    removed = prune_sandboxes()
+    removed = prune_sandboxes(everything=args.all)
     print(
         f"removed {removed['containers']} containers and {removed['volumes']} volumes",
         file=sys.stderr,
