@@ -124,7 +124,7 @@ class AgentConfig(_Section):
     approval: ApprovalConfig = Field(default_factory=ApprovalConfig)
     """Which tool calls run without asking (`[approval]`)."""
     prices: dict[str, Price] = Field(default_factory=_default_prices)
-    """Per-model prices (key: `backend.model`); a model not listed costs nothing."""
+    """Per-model prices (key: the backend's model name); a model not listed costs nothing."""
     thinking_mode: Literal["thinking", "chat"] = "thinking"
     """`thinking`: the model reasons inside <think> before acting; `chat`: it answers directly."""
     reasoning_effort: Literal["high", "max"] | None = None
@@ -140,9 +140,6 @@ class AgentConfig(_Section):
     save_cache: bool = True
     """Save the embedded backend's cache beside the journal at each step's end (resume without
     re-prefill)."""
-
-    def price(self) -> Price | None:
-        return self.prices.get(self.backend.model)
 
 
 def load_config(

@@ -129,7 +129,7 @@ class AgentLoop:
             raise self._interruption()
         calls_ok = self._act(turn)
         self._finish_step(completion)
-        self._decide(turn, calls_ok)
+        self._decide(turn, calls_ok, cut_off=completion.finish_reason == "length")
 
     # ------------------------------------------------------------------ parts of a step
 
@@ -279,13 +279,13 @@ class AgentLoop:
             ev.StepFinished(step=self.step_no, usage=usage, finish_reason=completion.finish_reason)
         )
 
-    def _decide(self, turn: dsml.AssistantTurn, calls_ok: bool) -> None:
+    def _decide(self, turn: dsml.AssistantTurn, calls_ok: bool, cut_off: bool) -> None:
         """After a step: stop (submitted, answered, too many format failures) or go on."""
         if self._submitted is not None:
             raise Submitted(self._submitted)
         if self.cancel.cancelled or self._deadline_hit:
             raise self._interruption()
-        if calls_ok and not turn.truncated:
+        if calls_ok and not (turn.truncated or cut_off):
             self.state.format_failures = 0
             if not turn.tool_calls:
                 raise Answered(turn.content.strip())
@@ -319,7 +319,7 @@ class AgentLoop:
         return message
 
     def _cost(self, completion: Completion) -> float:
-        price = self.config.price()
+        price = self.config.prices.get(self.backend.model)
         if price is None:
             return 0.0
         fresh = completion.prompt_tokens - completion.cached_tokens
@@ -358,7 +358,7 @@ class AgentLoop:
     def _last_problem(turn: dsml.AssistantTurn) -> str:
         if turn.errors:
             return turn.errors[-1].message
-        return "the turn was cut off before it ended" if turn.truncated else "malformed call"
+        return "the turn was cut off by the token limit before it ended"
 
 
 _TRUNCATED = (
