@@ -255,21 +255,21 @@ class TaskRunner:
     def _run(self, task: TaskSpec, task_out: Path) -> TaskResult:
         workdir = task_out / "work"
         shutil.copytree(task.repo, workdir, symlinks=True)
-        sandbox = self.make_sandbox(workdir)
-        sandbox.start()
+        backend = self.make_backend(task)  # first: a missing model fails before any sandbox
         try:
-            backend = self.make_backend(task)
+            sandbox = self.make_sandbox(workdir)
+            sandbox.start()
             try:
                 run, agent_s = self._run_agent(task, task_out, backend, sandbox)
+                test_started = time.monotonic()
+                test = sandbox.exec(task.test.command, timeout=task.test.timeout_s)
+                test_s = time.monotonic() - test_started
+                if isinstance(sandbox, DockerSandbox) and sandbox.config.mount == "copy":
+                    sandbox.copy_out(workdir)  # the project as the agent left it, to inspect
             finally:
-                backend.close()
-            test_started = time.monotonic()
-            test = sandbox.exec(task.test.command, timeout=task.test.timeout_s)
-            test_s = time.monotonic() - test_started
-            if isinstance(sandbox, DockerSandbox) and sandbox.config.mount == "copy":
-                sandbox.copy_out(workdir)  # leave the project as the agent left it, to inspect
+                sandbox.stop()
         finally:
-            sandbox.stop()
+            backend.close()
         (task_out / TEST_OUTPUT_FILE).write_text(test.output, encoding="utf-8")
         trajectory = ""
         if run.session_dir is not None:

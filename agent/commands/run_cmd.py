@@ -181,10 +181,12 @@ def _run_example(args: argparse.Namespace, printer: Printer) -> int:
         on_event=lambda _task, event: printer(event),
     )
     result = runner.run(task)
-    verdict = "passed" if result.passed else "failed"
+    if result.test_exit_code is None and not result.test_timed_out:
+        verdict = "not run"
+    else:
+        verdict = "passed" if result.passed else f"failed (exit {result.test_exit_code})"
     lines = [
-        f"example {task.id}: agent {result.status}, tests {verdict}"
-        + (f" (exit {result.test_exit_code})" if result.test_exit_code is not None else ""),
+        f"example {task.id}: agent {result.status}, tests {verdict}",
         f"work directory: {out / task.id / 'work'}",
     ]
     if result.error:

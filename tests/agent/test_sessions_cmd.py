@@ -1,0 +1,71 @@
+"""`dsv4 sessions`, `dsv4 resume`, `dsv4 export` on journaled sessions (scripted backend, real
+Docker sandbox): a run stopped by its step limit is listed, resumed to its end in the same
+session, and exported as OpenAI messages and as Markdown."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.commands.run_cmd import EXAMPLES_DIR
+
+EXAMPLE = EXAMPLES_DIR / "fix-off-by-one"
+SCRIPTED = ["--backend", "scripted", "--script", str(EXAMPLE / "reference")]
+
+
+@pytest.fixture(autouse=True)
+def sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "sessions"
+    monkeypatch.setenv("DSV4_SESSIONS_DIR", str(directory))
+    return directory
+
+
+def test_list_resume_and_export_a_session(
+    tmp_path: Path, sessions: Path, capsys: pytest.CaptureFixture
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLE / "repo", project)
+    assert main(["sessions"]) == 0
+    assert "no sessions in" in capsys.readouterr().out
+
+    assert main(["run", "Fix the failing tests.", "-C", str(project), *SCRIPTED,
+                 "--max-steps", "2"]) == 3  # fmt: skip
+    capsys.readouterr()
+    assert main(["sessions", "--json"]) == 0
+    (listed,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert (listed["status"], listed["steps"]) == ("step_limit", 2)
+    session_id = listed["id"]
+    assert main(["sessions"]) == 0
+    table = capsys.readouterr().out
+    assert session_id in table and "step_limit" in table and "Fix the failing tests." in table
+
+    # Resume by a unique prefix: the saved backend state goes on at step 3 of the script.
+    assert main(["resume", session_id[:-2], "-C", str(project), *SCRIPTED]) == 0
+    out = capsys.readouterr().out
+    assert "── step 3" in out and "── step 1" not in out and "■ submitted" in out
+    assert "start = (number - 1) * per_page" in (project / "pagination.py").read_text()
+    assert [s.name for s in sessions.iterdir()] == [session_id]  # the same session went on
+
+    assert main(["export", session_id, "--format", "openai"]) == 0
+    messages = json.loads(capsys.readouterr().out)
+    assert [m["role"] for m in messages[:2]] == ["system", "user"]
+    calls = [c["function"]["name"] for m in messages for c in m.get("tool_calls") or []]
+    assert calls == ["bash", "read_file", "edit_file", "bash", "submit"]
+    assert all(m.get("reasoning_content") for m in messages if m["role"] == "assistant")
+
+    markdown = tmp_path / "transcript.md"
+    assert main(["export", session_id, "-o", str(markdown)]) == 0
+    text = markdown.read_text()
+    assert text.startswith(f"# Session {session_id}") and "**Call** `edit_file`" in text
+    assert "Run finished: submitted" in text
+
+
+def test_an_unknown_session_is_a_usage_error(capsys: pytest.CaptureFixture) -> None:
+    assert main(["export", "no-such-session"]) == 2
+    assert "no session 'no-such-session'" in capsys.readouterr().err
+    assert main(["resume", "no-such-session", *SCRIPTED]) == 2
+    assert "no session 'no-such-session'" in capsys.readouterr().err
