@@ -332,8 +332,14 @@ class StreamParser:
         if k < 0:
             head = buf[pos : pos + _HEAD_LEN]
             plausible = any(h.startswith(head) or head.startswith(h) for h in _TAG_HEADS)
-            if plausible and not final and n - pos < _MAX_TAG:
-                return pos, False
+            if plausible and n - pos < _MAX_TAG:
+                if not final:
+                    return pos, False
+                if self._strict:
+                    self._fail(at, "truncated", f"the text ends inside a tag: {buf[pos:]!r}")
+                self._repair("cut_off_tag", at, f"dropped the unfinished tag {buf[pos:]!r}")
+                self._truncated = True
+                return n, False
             return self._not_a_tag(buf, pos, at), True
         m = _TAG.match(buf, pos, k + 1)
         if m is None or m.end() != k + 1:
@@ -393,10 +399,11 @@ class StreamParser:
                 f"expected a DSML tag here, got {buf[pos : pos + 30]!r}; "
                 "inside a tool-call block write only tags, one per line",
             )
-        if buf.startswith(("<｜", "</｜"), pos):
+        opener = next((o for o in _OPENERS[:4] if buf.startswith(o, pos)), None)
+        if opener is not None:
             # A DSML-looking fragment that is no known tag: drop it.
             k = buf.find(">", pos, pos + 200)
-            end = k + 1 if k >= 0 else pos + 2
+            end = k + 1 if k >= 0 else pos + len(opener)
             self._repair("unknown_tag", at, f"dropped unknown tag {buf[pos:end]!r}")
             return end
         if self._call is not None:
