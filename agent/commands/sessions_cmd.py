@@ -85,7 +85,7 @@ def _sessions(args: argparse.Namespace) -> int:
     if not sessions:
         print(f"no sessions in {store.root}")
         return EXIT_OK
-    print(f"{'ID':<24} {'UPDATED':<16} {'STATUS':<14} {'STEPS':>5}  {'BACKEND':<22} TASK")
+    print(f"{'ID':<24} {'UPDATED':<16} {'STATUS':<14} {'STEPS':>5}  {'BACKEND':<30} TASK")
     for info in sessions:
         updated = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated))
         status = info.status or "unfinished"
@@ -93,7 +93,7 @@ def _sessions(args: argparse.Namespace) -> int:
         backend = info.backend if same else f"{info.backend}:{info.model}"
         task = " ".join(info.task.split())
         task = task[:57] + "…" if len(task) > 58 else task
-        print(f"{info.id:<24} {updated:<16} {status:<14} {info.steps:>5}  {backend:<22} {task}")
+        print(f"{info.id:<24} {updated:<16} {status:<14} {info.steps:>5}  {backend:<30} {task}")
     return EXIT_OK
 
 

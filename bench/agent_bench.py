@@ -1,0 +1,239 @@
+"""Agent overhead per step, and step time against session length.
+
+Part 1, overhead (scripted backend, a trivial tool, no sandbox work): one long session in which
+every step calls a `noop` tool. A step's overhead is its wall time (from one `step_started` event
+to the next) minus the time inside the backend generating (the scripted backend's `extend`, less
+the time spent in the agent's streaming callback, which is the agent's own work) and minus the
+time inside the tool. Reported as the median and p90 over a window of steps ending at each
+history length, with the journal (fsync per event) on and off. Beside it, as the reference, the
+time to re-render the whole conversation at that length (`dsml.encode_messages`), which an agent
+that rewrites its trajectory every step pays on top.
+
+Part 2, step time against k (embedded tiny model): see `step_time_table`.
+
+    .venv/bin/python bench/agent_bench.py [--steps 2000] [--window 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+import dsml
+from agent.api import Agent
+from agent.backends.scripted import ScriptedBackend
+from agent.config import AgentConfig
+from agent.events import StepStarted
+from tools import SubmitTool, Tool, ToolResult
+
+
+class NoopArgs(BaseModel):
+    note: str = Field(description="Anything; it is ignored.")
+
+
+class NoopTool(Tool):
+    """A trivial tool: its time is measured and subtracted, so what is left is the agent's."""
+
+    name = "noop"
+    description = "Does nothing and answers ok."
+    Args = NoopArgs
+
+    def __init__(self) -> None:
+        self.seconds: list[tuple[float, float]] = []
+        """(wall, CPU) seconds of each call."""
+
+    def execute(self, sandbox: Any, args: NoopArgs) -> ToolResult:
+        started = now()
+        result = ToolResult(text="ok")
+        self.seconds.append(since(started))
+        return result
+
+
+class NullSandbox:
+    """The noop tool touches no sandbox; starting one would only add a constant."""
+
+    workdir = ""
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def turn(reasoning: str, call: tuple[str, dict[str, Any]]) -> str:
+    message = dsml.AssistantMessage(
+        reasoning_content=reasoning, tool_calls=[dsml.ToolCall(name=call[0], arguments=call[1])]
+    )
+    return dsml.render_suffix([dsml.UserMessage(content="")], [message], "thinking")
+
+
+def now() -> tuple[float, float]:
+    """Wall clock and this process's CPU time (all threads): CPU time is what the agent's work
+    costs even when other processes crowd the cores, wall time what a user waits."""
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    wall, cpu = now()
+    return wall - start[0], cpu - start[1]
+
+
+@dataclass
+class TimedSession:
+    """Wraps a backend session: time in `extend`, less the time in the agent's `on_text`."""
+
+    inner: Any
+    model_seconds: list[tuple[float, float]] = field(default_factory=list)
+
+    def extend(self, request: Any, on_text: Any, cancel: Any) -> Any:
+        in_callback = [0.0, 0.0]
+
+        def timed_on_text(text: str) -> None:
+            started = now()
+            on_text(text)
+            wall, cpu = since(started)
+            in_callback[0] += wall
+            in_callback[1] += cpu
+
+        started = now()
+        completion = self.inner.extend(request, timed_on_text, cancel)
+        wall, cpu = since(started)
+        self.model_seconds.append((wall - in_callback[0], cpu - in_callback[1]))
+        return completion
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+class TimedScriptedBackend(ScriptedBackend):
+    def open_session(self) -> TimedSession:  # type: ignore[override]
+        self.timed = TimedSession(super().open_session())
+        return self.timed
+
+
+@dataclass
+class OverheadRun:
+    step_starts: list[tuple[float, float]]
+    model_s: list[tuple[float, float]]
+    tool_s: list[tuple[float, float]]
+    end: tuple[float, float]
+    messages: list[Any]
+    context_tokens: list[int]
+    events: int
+
+    def overhead_ms(self, clock: int) -> list[float]:
+        """Per step (0-based): its time less model and tool time, in ms; clock 0 = wall, 1 = CPU."""
+        bounds = [*self.step_starts, self.end]
+        return [
+            1000 * (bounds[k + 1][clock] - bounds[k][clock]
+                    - self.model_s[k][clock] - self.tool_s[k][clock])
+            for k in range(len(self.step_starts))
+        ]  # fmt: skip
+
+
+def run_overhead(steps: int, journal: bool, directory: Path) -> OverheadRun:
+    script = [turn(f"Step {k}: call the noop tool.", ("noop", {"note": str(k)}))
+              for k in range(1, steps)]  # fmt: skip
+    script.append(turn("All steps done.", ("submit", {"summary": f"{steps} steps"})))
+    backend = TimedScriptedBackend(script)
+    noop = NoopTool()
+    config = AgentConfig(
+        sessions_dir=directory,
+        approval={"mode": "auto"},
+        limits={"max_steps": steps, "max_format_failures": 1},
+        save_cache=False,
+    )
+    step_starts: list[tuple[float, float]] = []
+    context_tokens: list[int] = []
+    events = [0]
+
+    def on_event(event: Any) -> None:
+        events[0] += 1
+        if isinstance(event, StepStarted):
+            step_starts.append(now())
+            context_tokens.append(event.context_tokens)
+
+    agent = Agent(
+        config,
+        backend=backend,
+        sandbox=NullSandbox(),
+        tools=[noop, SubmitTool()],
+        on_event=on_event,
+        journal=journal,
+    )
+    with agent:
+        result = agent.run("Call the noop tool once per step, then submit.")
+        end = now()
+    if result.status.value != "submitted" or result.totals.steps != steps:
+        raise SystemExit(f"bench run ended early: {result.status.value}: {result.summary}")
+    # The submit step's tool is the real submit tool; count its time as tool time too (~0).
+    tool_s = [*noop.seconds, (0.0, 0.0)]
+    return OverheadRun(
+        step_starts, backend.timed.model_seconds, tool_s, end,
+        agent.conversation.messages, context_tokens, events[0],
+    )  # fmt: skip
+
+
+def render_ms(messages: list[Any], repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        dsml.encode_messages(messages, "thinking")
+        best = min(best, time.perf_counter() - started)
+    return 1000 * best
+
+
+def overhead_table(steps: int, window: int) -> None:
+    marks = [m for m in (window, 250, 500, 1000, 2000, 5000) if m <= steps]
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(dir=Path.home()) as tmp:  # a real disk, not a tmpfs
+        runs = {journal: run_overhead(steps, journal, Path(tmp) / str(journal))
+                for journal in (False, True)}  # fmt: skip
+    per_step = runs[True].events / steps
+    print(f"\n## Agent overhead per step (scripted backend, noop tool, {steps}-step session)\n")
+    print(
+        f"Median (p90) over the {window} steps ending at each step, in ms; {per_step:.0f} "
+        f"events a step; {os.cpu_count()} cores, load average {load:.1f} at the start."
+    )
+    print(
+        "CPU = this process's CPU time (robust to other processes on the cores); wall = what "
+        "a user waits. Reference: re-rendering the whole history once (what an agent that "
+        "rewrites its trajectory each step pays on top).\n"
+    )
+    print("| step | context tokens | CPU, no journal | wall, no journal | CPU, journal "
+          "| wall, journal (fsync per event) | re-render whole history |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    messages = runs[False].messages
+    for mark in marks:
+        cells = []
+        for journal, clock in ((False, 1), (False, 0), (True, 1), (True, 0)):
+            values = sorted(runs[journal].overhead_ms(clock)[mark - window : mark])
+            p90 = values[int(0.9 * (len(values) - 1))]
+            cells.append(f"{statistics.median(values):.2f} ({p90:.2f})")
+        # Messages up to step `mark`: system, user, then an assistant + tool result per step.
+        rerender = render_ms(messages[: 2 + 2 * mark])
+        ctx = runs[False].context_tokens[mark - 1]
+        print(f"| {mark} | {ctx} | {' | '.join(cells)} | {rerender:.2f} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=2000, help="steps of the overhead session")
+    parser.add_argument("--window", type=int, default=50, help="steps per table row")
+    args = parser.parse_args(argv)
+    overhead_table(args.steps, args.window)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
