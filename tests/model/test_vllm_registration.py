@@ -19,11 +19,14 @@ _PROBE = textwrap.dedent(
     from transformers import AutoConfig
     from vllm import ModelRegistry
     from vllm.transformers_utils.config import get_config_parser
+    archs = ModelRegistry.get_supported_archs()
+    by_entry_point = plugin._registered and plugin.ARCHITECTURE in archs
     plugin.register()  # a second call (vLLM runs plugins in each process) changes nothing
     archs = ModelRegistry.get_supported_archs()
     builtin = ModelRegistry.models["DeepseekV4ForCausalLM"]
     _, config = get_config_parser("dsv4").parse(sys.argv[1], trust_remote_code=False)
     print(json.dumps({
+        "by_entry_point": by_entry_point,
         "ours": plugin.ARCHITECTURE in archs,
         "ours_class": ModelRegistry.models[plugin.ARCHITECTURE].class_name,
         "builtin_module": builtin.module_name,
@@ -47,6 +50,7 @@ def test_entry_point_registers_our_architecture_beside_the_builtin(tmp_path: Pat
     )
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["by_entry_point"] is True
     assert got["ours"] is True
     assert got["ours_class"] == "DeepseekV4DsvForCausalLM"
     assert got["builtin_module"].startswith("vllm.")  # the built-in class is untouched
