@@ -10,6 +10,7 @@ new one on the same /work volume and says so in its result.
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import socket
@@ -123,10 +124,13 @@ class DockerSandbox(RunnerSandbox):
                     client.volumes.get(self.volume_name).remove(force=True)
                 except docker.errors.NotFound:
                     pass
-            if self._chowned:
-                _chown_tree(self.config.project_dir, os.getuid(), os.getgid())
-                self._chowned = False
+            self._return_ownership()
             self._container_id = None
+
+    def _return_ownership(self) -> None:
+        if self._chowned:
+            _chown_tree(self.config.project_dir, os.getuid(), os.getgid())
+            self._chowned = False
 
     def _create_container(self) -> bool:
         """Create and start the container; True if /work is a new, empty volume."""
@@ -152,6 +156,7 @@ class DockerSandbox(RunnerSandbox):
                 # stop() gives them back to root.
                 _chown_tree(project, SANDBOX_UID, SANDBOX_UID)
                 self._chowned = True
+                atexit.register(self._return_ownership)  # also when the caller forgets stop()
             mount = Mount(WORK_DIR, str(project), type="bind")
         api = client.api
         try:

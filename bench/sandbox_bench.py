@@ -1,0 +1,168 @@
+"""Sandbox speed: start, exec overhead and file round trips, beside the plain `docker` CLI.
+
+    .venv/bin/python bench/sandbox_bench.py [--runs 100] [--starts 10]
+
+Ours: `DockerSandbox` (a long-lived runner inside the container, one stream for all calls).
+Reference, in the same run and with the same container settings: the `docker` command line
+(`docker run -d` + `docker exec`), and the docker SDK's `exec_run` for exec overhead.
+Targets (issue 4): start plus first command <= 400 ms, exec overhead median <= 60 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+
+from tools import DockerSandbox, SandboxConfig, ensure_engine, image_name
+from tools.engine import KEEPER_UID, SANDBOX_UID, docker_client
+
+PAYLOAD = "".join(f"line {i}: some text for the file round trip\n" for i in range(25))  # ~1 KB
+
+
+def measure(fn: Callable[[], object], runs: int, setup: Callable[[], object] | None = None):
+    times = []
+    for _ in range(runs):
+        if setup:
+            setup()
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(round(0.95 * len(times))) - 1)]
+
+
+def docker_cli(*args: str, stdin: str | None = None) -> str:
+    p = subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True, check=True)
+    return p.stdout
+
+
+CLI_RUN_FLAGS = [
+    "--init",
+    "--network",
+    "none",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--read-only",
+    "--tmpfs",
+    "/tmp:rw,size=512m,mode=1777",
+    "--memory",
+    "2g",
+    "--memory-swap",
+    "2g",
+    "--cpus",
+    "1",
+    "--pids-limit",
+    "1024",
+    "--user",
+    f"{KEEPER_UID}",
+    "--label",
+    "dsv4.sandbox=1",
+    "-v",
+    "{vol}:/work",
+    "-w",
+    "/work",
+]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=100, help="repetitions of each per-call figure")
+    ap.add_argument("--starts", type=int, default=10, help="sandbox starts to time")
+    args = ap.parse_args()
+    ensure_engine(progress=None)
+    print(
+        f"docker {docker_client().version()['Version']}, image {image_name()}, "
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+    )
+    rows: list[tuple[str, str, tuple[float, float], tuple[float, float] | None]] = []
+
+    # -- start: create + start + first command -------------------------------------------------
+    boxes: list[DockerSandbox] = []
+
+    def start_ours() -> None:
+        box = DockerSandbox(SandboxConfig())
+        box.start()
+        box.exec("true", timeout=10)
+        boxes.append(box)
+
+    def stop_ours() -> None:
+        while boxes:
+            boxes.pop().stop()
+
+    ours = measure(start_ours, args.starts, setup=stop_ours)
+    stop_ours()
+    names: list[str] = []
+
+    def start_cli() -> None:
+        name = f"dsv4-bench-{os.getpid()}-{len(names)}"
+        names.append(name)
+        flags = [f.replace("{vol}", name) for f in CLI_RUN_FLAGS]
+        docker_cli("run", "-d", "--name", name, *flags, image_name(), "sleep", "infinity")
+        docker_cli("exec", "-u", str(SANDBOX_UID), name, "true")
+
+    def stop_cli() -> None:
+        while names:
+            name = names.pop()
+            subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
+            subprocess.run(["docker", "volume", "rm", name], capture_output=True)
+
+    cli = measure(start_cli, args.starts, setup=stop_cli)
+    stop_cli()
+    rows.append(("start + first command", f"n={args.starts}", ours, cli))
+
+    # -- per-call figures in one running sandbox -----------------------------------------------
+    box = DockerSandbox(SandboxConfig())
+    box.start()
+    try:
+        name = box.container_name
+        box.exec("true", timeout=10)
+        ours = measure(lambda: box.exec("true", timeout=10), args.runs)
+        cli = measure(lambda: docker_cli("exec", "-u", str(SANDBOX_UID), name, "true"), args.runs)
+        container = docker_client().containers.get(name)
+        sdk = measure(lambda: container.exec_run(["true"], user=str(SANDBOX_UID)), args.runs)
+        rows.append(("exec `true`", f"n={args.runs}", ours, cli))
+        rows.append(("  (reference: SDK exec_run)", f"n={args.runs}", sdk, None))
+
+        ours = measure(lambda: box.write_file("bench.txt", PAYLOAD), args.runs)
+        cli = measure(
+            lambda: docker_cli(
+                "exec",
+                "-i",
+                "-u",
+                str(SANDBOX_UID),
+                name,
+                "sh",
+                "-c",
+                "cat > bench.txt",
+                stdin=PAYLOAD,
+            ),
+            args.runs,
+        )
+        rows.append(("write_file 1 KB", f"n={args.runs}", ours, cli))
+        ours = measure(lambda: box.read_file("bench.txt"), args.runs)
+        cli = measure(lambda: docker_cli("exec", name, "cat", "bench.txt"), args.runs)
+        rows.append(("read_file 1 KB", f"n={args.runs}", ours, cli))
+        assert box.read_file("bench.txt") == PAYLOAD
+    finally:
+        box.stop()
+
+    print()
+    print(
+        f"| {'operation':<28} | {'runs':>5} | {'ours median':>11} | {'ours p95':>8} | "
+        f"{'docker CLI median':>17} | {'CLI p95':>7} |"
+    )
+    print(f"|{'-' * 30}|{'-' * 7}|{'-' * 13}|{'-' * 10}|{'-' * 19}|{'-' * 9}|")
+    for label, n, (med, p95), ref in rows:
+        ref_cols = f"{ref[0]:>14.1f} ms | {ref[1]:>4.1f} ms" if ref else f"{'':>17} | {'':>7}"
+        print(f"| {label:<28} | {n[2:]:>5} | {med:>8.1f} ms | {p95:>5.1f} ms | {ref_cols} |")
+    print("\nTargets: start + first command <= 400 ms; exec overhead median <= 60 ms.")
+
+
+if __name__ == "__main__":
+    main()
