@@ -224,12 +224,16 @@ class TaskRunner:
         make_backend: BackendFactory,
         make_sandbox: SandboxFactory,
         on_event: EventSink | None = None,
+        owns_backends: bool = True,
     ) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
         self.make_backend = make_backend
         self.make_sandbox = make_sandbox
         self.on_event = on_event
+        self.owns_backends = owns_backends
+        """False when `make_backend` hands out one shared backend (e.g. one loaded model for a
+        whole batch): the runner then leaves closing it to the caller."""
 
     def run(self, task: TaskSpec) -> TaskResult:
         """Run `task` in a fresh sandbox, then its tests; never raises for a task's failure."""
@@ -269,7 +273,8 @@ class TaskRunner:
             finally:
                 sandbox.stop()
         finally:
-            backend.close()
+            if self.owns_backends:
+                backend.close()
         (task_out / TEST_OUTPUT_FILE).write_text(test.output, encoding="utf-8")
         trajectory = ""
         if run.session_dir is not None:
@@ -314,7 +319,10 @@ def make_backend(config: AgentConfig, task: TaskSpec | None = None) -> Backend:
     `task`'s reference trajectory."""
     if config.backend.kind == "scripted" and config.backend.script is None and task is not None:
         return ScriptedBackend(task.reference_completions(), model=f"scripted:{task.id}")
-    return backends.make_backend(config)
+    try:
+        return backends.make_backend(config)
+    except (OSError, ValueError) as exc:  # e.g. a script or checkpoint file missing or garbled
+        raise BackendError(f"{config.backend.kind} backend: {exc}") from exc
 
 
 def make_sandbox(kind: str = "docker", *, mount: str = "copy") -> SandboxFactory:

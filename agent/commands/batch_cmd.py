@@ -6,7 +6,8 @@ results go to OUT: `results.json` ({"total", "passed", "tasks": [...]}), and per
 the work directory as the agent left it. A rerun with the same OUT skips the tasks already
 finished (tasks that ended in an error of the machinery or the backend run again).
 
-Exit codes: 0 every task passed, 1 some failed, 2 usage (bad folder, bad task, bad options).
+Exit codes: 0 every task passed, 1 some failed, 2 usage (bad folder, bad task, bad options),
+4 the backend could not be set up.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from agent.commands.run_cmd import EXIT_FAILED, EXIT_OK, EXIT_USAGE, add_agent_options
+from agent.commands.run_cmd import (
+    EXIT_BACKEND,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_agent_options,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _batch(args: argparse.Namespace) -> int:
+    from agent.backends import BackendError
     from agent.commands.run_cmd import config_from_args
     from agent.config import ConfigError
     from agent.task_runner import (
@@ -54,13 +62,31 @@ def _batch(args: argparse.Namespace) -> int:
     except (ConfigError, TaskError) as exc:
         print(f"dsv4 batch: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    # Scripted: a backend per task (its own reference). Others: one backend for the whole
+    # batch, so that a model is loaded once and shared by the workers.
+    shared = None
+    if config.backend.kind != "scripted" or config.backend.script is not None:
+        try:
+            shared = make_backend(config)
+        except BackendError as exc:
+            print(f"dsv4 batch: the backend failed: {exc}", file=sys.stderr)
+            return EXIT_BACKEND
     runner = TaskRunner(
         config,
         args.out,
-        make_backend=lambda task: make_backend(config, task),
+        make_backend=(lambda task: make_backend(config, task))
+        if shared is None
+        else (lambda task: shared),
         make_sandbox=make_sandbox(args.sandbox),
+        owns_backends=shared is None,
     )
-    report = run_batch(tasks, args.out, runner, workers=args.workers, progress=not args.no_progress)
+    try:
+        report = run_batch(
+            tasks, args.out, runner, workers=args.workers, progress=not args.no_progress
+        )
+    finally:
+        if shared is not None:
+            shared.close()
     for result in report.tasks:
         mark = "PASS" if result.passed else "FAIL"
         detail = f" ({result.error})" if result.error else ""

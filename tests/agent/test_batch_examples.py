@@ -55,3 +55,19 @@ def test_every_example_passes_and_a_rerun_keeps_them(tmp_path: Path) -> None:
     assert f"({len(ids)} kept from an earlier run)" in again.stdout
     assert stamps == {i: (out / i / "result.json").stat().st_mtime_ns for i in ids}
     assert BatchReport.model_validate_json((out / "results.json").read_text()).kept == len(ids)
+
+
+def test_batch_usage_and_backend_errors(tmp_path: Path, capsys) -> None:
+    from agent.cli import main
+
+    out = str(tmp_path / "out")
+    assert main(["batch", str(tmp_path / "missing"), "--out", out]) == 2
+    assert "not a folder of tasks" in capsys.readouterr().err
+    assert main(["batch", str(EXAMPLES_DIR), "--out", out, "--workers", "0"]) == 2
+    assert main(["batch", str(tmp_path), "--out", out]) == 2
+    assert "no task folders" in capsys.readouterr().err
+    code = main(["batch", str(EXAMPLES_DIR), "--out", out, "--backend", "scripted",
+                 "--script", str(tmp_path / "no-script.json")])  # fmt: skip
+    assert code == 4
+    err = capsys.readouterr().err
+    assert "the backend failed" in err and "no-script.json" in err
