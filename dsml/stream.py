@@ -41,7 +41,14 @@ _TAG = re.compile(
 )
 _ATTR = re.compile(r"""(\w+)\s*=\s*(?:"([^"]*)"|'([^']*)')""")
 _TAG_HEADS = tuple(f"<{c}{p}{n}" for c in ("", "/") for p in _PREFIXES for n in _TAG_NAMES)
-_HEAD_LEN = max(map(len, _TAG_HEADS))
+_HEAD_PREFIXES = frozenset(h[:i] for h in _TAG_HEADS for i in range(1, len(h)))
+# The reference spelling, read by the fast path.
+_PARAM_OPEN = f"<{DSML}parameter "
+_PARAM_TAG = re.compile(f'<{DSML}parameter name="([^"<>]*)" string="(true|false)">')
+_PARAM_CLOSE = f"</{DSML}parameter>"
+_INVOKE_OPEN = f"<{DSML}invoke "
+_INVOKE_TAG = re.compile(f'<{DSML}invoke name="([^"<>]*)">')
+_INVOKE_CLOSE = f"</{DSML}invoke>"
 _MAX_TAG = 4096  # a tag longer than this is not a tag
 _WS = " \t\r\n"
 # DSML-looking fragments that open the block state from text (tolerant mode).
@@ -55,6 +62,21 @@ _OPENERS = (
     "<invoke name=",
 )
 _SPECIALS = (BOS, THINK_START)  # never part of what the model writes after the prompt
+
+
+def _text_terms(strict: bool) -> tuple[re.Pattern[str], frozenset[str], int]:
+    """What ends a run of reasoning/content text: (finder, proper prefixes, longest length).
+    Strict mode stops at every DSML tag and special token (to report it); tolerant mode
+    opens a block at any DSML-looking tag and leaves other tokens as text."""
+    terms = (EOS, THINK_END, *_OPENERS[:4], *_SPECIALS) if strict else (EOS, THINK_END, *_OPENERS)
+    return (
+        re.compile("|".join(map(re.escape, terms))),
+        frozenset(t[:i] for t in terms for i in range(1, len(t))),
+        max(map(len, terms)),
+    )
+
+
+_TEXT_TERMS = {strict: _text_terms(strict) for strict in (False, True)}
 
 
 class StreamParser:
@@ -94,6 +116,7 @@ class StreamParser:
         self._repairs: list[Repair] = []
         self._repaired: set[str] = set()
         self._truncated = False
+        self._final: AssistantTurn | None = None
         # Block state.
         self._wrapped = False
         self._ws = ""  # whitespace read since the last tag (strict separators)
@@ -106,9 +129,7 @@ class StreamParser:
         self._param = ""
         self._string = True
         self._chunks: list[str] = []
-        self._dsml_in_text = _OPENERS[:4] if strict else _OPENERS
-        self._text_terms = self._terms()
-        self._longest_term = max(map(len, self._text_terms))
+        self._term_re, self._term_prefixes, self._longest_term = _TEXT_TERMS[strict]
 
     # ------------------------------------------------------------------ public API
 
@@ -154,6 +175,8 @@ class StreamParser:
     @property
     def turn(self) -> AssistantTurn:
         """The turn as parsed so far (complete after EOS or `close()`)."""
+        if self._final is not None:
+            return self._final
         return AssistantTurn(
             reasoning_content="".join(self._reasoning) if self._thinking else None,
             content="".join(self._content),
@@ -180,24 +203,18 @@ class StreamParser:
 
     # ------------------------------------------------------------------ text states
 
-    def _terms(self) -> tuple[str, ...]:
-        terms = [EOS, THINK_END, *self._dsml_in_text]
-        if self._strict:
-            terms += _SPECIALS
-        return tuple(terms)
-
     def _text(self, buf: str, pos: int, final: bool) -> tuple[int, bool]:
         """Reasoning or content: emit text up to the next stop token, tag, or held suffix."""
+        m = self._term_re.search(buf, pos)
+        while m is not None and self._base + m.start() == self._no_opener_at:
+            m = self._term_re.search(buf, m.start() + 1)
+        if m is not None:
+            return self._on_term(buf, pos, m.start(), m.group()), True
         n = len(buf)
-        i = pos
-        while True:
-            j = buf.find("<", i)
-            if j < 0:
-                return self._emit_text(buf, pos, n if final else self._hold(buf, pos, n)), False
-            hit = self._term_at(buf, j)
-            if hit is not None:
-                return self._on_term(buf, pos, j, hit), True
-            if self._could_become_term(buf, j):
+        # No term: hold back the shortest tail that could still become one.
+        j = buf.find("<", max(pos, n - self._longest_term + 1))
+        while j >= 0:
+            if buf[j:] in self._term_prefixes:
                 end = self._hold(buf, pos, j)
                 self._emit_text(buf, pos, end)
                 if not final:
@@ -209,22 +226,8 @@ class StreamParser:
                 self._repair("cut_off_tag", at, f"dropped the unfinished tag {buf[j:]!r}")
                 self._truncated = True
                 return n, False
-            i = j + 1
-
-    def _term_at(self, buf: str, j: int) -> str | None:
-        for term in self._text_terms:
-            if buf.startswith(term, j):
-                if term in _OPENERS and self._base + j == self._no_opener_at:
-                    continue
-                return term
-        return None
-
-    def _could_become_term(self, buf: str, j: int) -> bool:
-        """Whether `buf[j:]` is a proper prefix of a term (so it must be held back)."""
-        if len(buf) - j >= self._longest_term:
-            return False
-        tail = buf[j:]
-        return any(term.startswith(tail) for term in self._text_terms)
+            j = buf.find("<", j + 1)
+        return self._emit_text(buf, pos, n if final else self._hold(buf, pos, n)), False
 
     @staticmethod
     def _hold(buf: str, pos: int, end: int) -> int:
@@ -328,10 +331,12 @@ class StreamParser:
         at = self._base + pos
         if buf[pos] != "<":
             return self._not_a_tag(buf, pos, at), True
+        fast = self._reference_tag(buf, pos, at)
+        if fast >= 0:
+            return fast, True
         k = buf.find(">", pos, pos + _MAX_TAG)
         if k < 0:
-            head = buf[pos : pos + _HEAD_LEN]
-            plausible = any(h.startswith(head) or head.startswith(h) for h in _TAG_HEADS)
+            plausible = buf.startswith(_TAG_HEADS, pos) or buf[pos:] in _HEAD_PREFIXES
             if plausible and n - pos < _MAX_TAG:
                 if not final:
                     return pos, False
@@ -366,6 +371,47 @@ class StreamParser:
             self._on_parameter(prefix, attrs, at)
         self._after_tag = closing + name
         return pos, True
+
+    def _reference_tag(self, buf: str, pos: int, at: int) -> int:
+        """The common case, spelled as the reference writes it, in one step (-1: not it).
+
+        Same effect as the general path of `_block`, without its dispatching: a parameter
+        whose value is already complete in `buf` is read here whole."""
+        call = self._call
+        if call is not None and buf.startswith(_PARAM_OPEN, pos):
+            m = _PARAM_TAG.match(buf, pos)
+            if m is None or m.group(1) in call.params:
+                return -1
+            self._check_separator("parameter", at)
+            self._ws = ""
+            name, string, start = m.group(1), m.group(2) == "true", m.end()
+            k = buf.find(_PARAM_CLOSE, start)
+            if k < 0:  # the value is still arriving
+                self._param, self._string, self._closer = name, string, _PARAM_CLOSE
+                self._chunks = []
+                self._state = _VALUE
+                return start
+            if k > start:
+                self._events.append(ToolCallArgumentDelta(call.index, name, buf[start:k], string))
+            call.params[name] = (buf[start:k], string)
+            self._after_tag = "/parameter"
+            return k + len(_PARAM_CLOSE)
+        if call is not None and buf.startswith(_INVOKE_CLOSE, pos):
+            self._check_separator("/invoke", at)
+            self._ws = ""
+            self._finish_call(at)
+            self._after_tag = "/invoke"
+            return pos + len(_INVOKE_CLOSE)
+        if call is None and self._wrapped and buf.startswith(_INVOKE_OPEN, pos):
+            m = _INVOKE_TAG.match(buf, pos)
+            if m is None:
+                return -1
+            self._check_separator("invoke", at)
+            self._ws = ""
+            self._start_call(m.group(1), at)
+            self._after_tag = "invoke"
+            return m.end()
+        return -1
 
     def _check_separator(self, tag: str, at: int) -> None:
         """Strict mode: the reference separates tags by exactly one newline."""
@@ -458,6 +504,9 @@ class StreamParser:
         name = fields.get("name")
         if self._strict and not re.fullmatch(r'\s*name="[^"]*"\s*', attrs):
             self._fail(at, "attributes", 'write the invoke tag as <｜DSML｜invoke name="TOOL">')
+        self._start_call(name, at)
+
+    def _start_call(self, name: str | None, at: int) -> None:
         index = self._n_calls
         self._n_calls += 1
         call = _Call(index, f"{self._id_prefix}{index}", name, at)
@@ -626,7 +675,7 @@ class StreamParser:
                 args[key] = raw
                 continue
             try:
-                args[key] = json.loads(raw, parse_constant=_no_constant)
+                args[key] = _JSON.decode(raw)
             except ValueError as err:
                 problem = problem or (
                     "bad_json",
@@ -691,7 +740,8 @@ class StreamParser:
         if self._call is not None:  # an invoke left open in a bare sequence, or EOS in skip
             self._finish_call(self._base)
         self._state = _DONE
-        self._events.append(TurnEnded(self.turn, reason))  # type: ignore[arg-type]
+        self._final = self.turn
+        self._events.append(TurnEnded(self._final, reason))  # type: ignore[arg-type]
 
     def _repair(self, kind: str, at: int, detail: str) -> None:
         self._repairs.append(Repair(kind=kind, offset=at, detail=detail))
@@ -734,6 +784,13 @@ class _Call:
 
 
 def _attributes(attrs: str) -> dict[str, str]:
+    if attrs.startswith(' name="'):  # the reference spelling, read without a regex
+        end = attrs.find('"', 7)
+        rest = attrs[end + 1 :]
+        if end > 0 and not rest:
+            return {"name": attrs[7:end]}
+        if end > 0 and rest in (' string="true"', ' string="false"'):
+            return {"name": attrs[7:end], "string": rest[9:-1]}
     return {
         m.group(1): m.group(2) if m.group(2) is not None else m.group(3)
         for m in _ATTR.finditer(attrs)
@@ -742,6 +799,9 @@ def _attributes(attrs: str) -> dict[str, str]:
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+_JSON = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _short(text: str) -> str:
