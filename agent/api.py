@@ -94,6 +94,7 @@ class Agent:
         self.session_id = ""
         self.session_dir: Path | None = None
         self.last_result: RunResult | None = None
+        self._resumed = False
 
     # ------------------------------------------------------------------ public API
 
@@ -192,7 +193,8 @@ class Agent:
         agent.conversation.messages = state.messages
         agent.conversation.raws = state.raws
         agent._step = state.last_step
-        agent._journal = SessionJournal(agent.session_dir)
+        agent._journal = SessionJournal(agent.session_dir, agent._deliver)
+        agent._resumed = True
         saved = agent.store.load_cache(agent.session_id) if agent.config.save_cache else None
         if saved is not None:
             try:
@@ -222,7 +224,7 @@ class Agent:
                     task=message or "",
                     backend=self.backend.name,
                     model=self.backend.model,
-                    resumed=self._session is None and bool(self.conversation.messages),
+                    resumed=self._resumed,
                     note=self.backend.note,
                 )
             )
@@ -233,6 +235,9 @@ class Agent:
                 step=self._step, status=status, summary=summary, totals=totals
             )
             self._emit(finished)
+            self._resumed = False
+            if self._journal is not None:
+                self._journal.flush()  # every event is on disk and shown before run() returns
             if self.store is not None:
                 self.store.update_meta(self.session_id, status=status.value, steps=self._step)
             self.last_result = RunResult(
@@ -323,23 +328,32 @@ class Agent:
                 "workdir": str(getattr(self.sandbox, "workdir", "") or ""),
             }
         )
-        self._journal = SessionJournal(self.session_dir)
+        self._journal = SessionJournal(self.session_dir, self._deliver)
 
-    def _emit(self, event: Any) -> None:
-        """Journal the event (durably), then show it to every listener, in order."""
+    def _emit(self, *events: Any) -> None:
+        """Journal the events, then show each to every listener, in order: with a journal the
+        listeners are called from its writer thread once the events are on disk."""
         with self._emit_lock:
-            event.session_id = self.session_id
+            for event in events:
+                event.session_id = self.session_id
             if self._journal is not None:
-                self._journal.append(event)
-            else:
+                self._journal.append(*events)
+                return
+            for event in events:
                 event.seq = self._seq
                 self._seq += 1
+            self._deliver(list(events))
+
+    def _deliver(self, events: list[Any]) -> None:
+        for event in events:
             for listener in list(self._listeners):
                 listener(event)
 
     def _save_cache(self) -> None:
         if self.store is None or not self.config.save_cache or self._session is None:
             return
+        # The journal must hold every message the cache holds before the cache is replaced.
+        self._journal.flush()
         state = {
             "in_context": self.conversation.in_context,
             "messages": len(self.conversation.messages),

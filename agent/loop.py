@@ -41,7 +41,8 @@ from agent.stops import (
 from agent.tool_runner import ToolRunner
 from dsml import events as dsml_events
 
-Emit = Callable[[ev._Event], None]
+Emit = Callable[..., None]
+"""`emit(*events)`: journal the events (one fsync for all) and then show them, in order."""
 
 
 @dataclass
@@ -254,7 +255,7 @@ class AgentLoop:
             results.append(dsml.ToolMessage(tool_call_id=call.id, content=text))
         for message in results:
             self.conversation.add(message)
-            self.emit(ev.MessageAdded(step=self.step_no, message=message.model_dump(mode="json")))
+        self._emit_step(*(ev.MessageAdded(message=m.model_dump(mode="json")) for m in results))
         return ok
 
     def _finish_step(self, completion: Completion) -> None:
@@ -310,9 +311,10 @@ class AgentLoop:
 
     # ------------------------------------------------------------------ helpers
 
-    def _emit_step(self, event: ev._Event) -> None:
-        event.step = self.step_no
-        self.emit(event)
+    def _emit_step(self, *events: ev._Event) -> None:
+        for event in events:
+            event.step = self.step_no
+        self.emit(*events)
 
     def _tool_error(self, call_id: str, name: str, message: str) -> str:
         self._emit_step(ev.ToolOutput(call_id=call_id, tool=name, text=message, is_error=True))
@@ -379,41 +381,41 @@ class TurnStream:
         self.turn: dsml.AssistantTurn | None = None
 
     def feed(self, text: str) -> None:
-        for item in self.parser.feed(text):
-            self._forward(item)
+        self._emit_all(self.parser.feed(text))
 
     def close(self) -> dsml.AssistantTurn:
-        for item in self.parser.close():
-            self._forward(item)
+        self._emit_all(self.parser.close())
         return self.turn if self.turn is not None else self.parser.turn
 
-    def _forward(self, item: Any) -> None:
+    def _emit_all(self, items: list[Any]) -> None:
+        events = [e for e in map(self._convert, items) if e is not None]
+        if events:
+            self.emit(*events)  # one journal write for all the events of one piece of text
+
+    def _convert(self, item: Any) -> ev._Event | None:
         match item:
             case dsml_events.ReasoningDelta(text=text):
-                self.emit(ev.ReasoningDelta(text=text))
+                return ev.ReasoningDelta(text=text)
             case dsml_events.ContentDelta(text=text):
-                self.emit(ev.ContentDelta(text=text))
+                return ev.ContentDelta(text=text)
             case dsml_events.ToolCallStarted(index=index, id=call_id, name=name):
                 self.ids[index] = call_id
-                self.emit(ev.ToolCallStarted(index=index, call_id=call_id, name=name))
+                return ev.ToolCallStarted(index=index, call_id=call_id, name=name)
             case dsml_events.ToolCallArgumentDelta(index=index, parameter=parameter, text=text):
-                self.emit(
-                    ev.ToolCallArgumentDelta(
-                        index=index, call_id=self.ids.get(index, ""), parameter=parameter, text=text
-                    )
+                return ev.ToolCallArgumentDelta(
+                    index=index, call_id=self.ids.get(index, ""), parameter=parameter, text=text
                 )
             case dsml_events.ToolCallFinished():
-                self.emit(
-                    ev.ToolCallFinished(
-                        index=item.index,
-                        call_id=item.id,
-                        name=item.name or "",
-                        arguments=item.call.arguments if item.call is not None else None,
-                        error=item.error,
-                    )
+                return ev.ToolCallFinished(
+                    index=item.index,
+                    call_id=item.id,
+                    name=item.name or "",
+                    arguments=item.call.arguments if item.call is not None else None,
+                    error=item.error,
                 )
             case dsml_events.TurnEnded(turn=turn):
                 self.turn = turn
+        return None
 
 
 __all__ = ["AgentLoop", "RunState", "TurnStream"]

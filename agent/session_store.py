@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -51,24 +52,93 @@ class SessionInfo(BaseModel):
 
 
 class SessionJournal:
-    """The append-only event log of one session."""
+    """The append-only event log of one session, written by its own thread (group commit).
 
-    def __init__(self, directory: Path) -> None:
+    `append` queues events and returns at once; the writer thread writes everything queued,
+    fsyncs once, and only then hands the events to `deliver` (the listeners), in order. So an
+    event is durable before anyone sees it, the agent's thread never waits for the disk, and a
+    burst of events costs one fsync. `flush` waits until all appended events are durable and
+    delivered (the agent calls it before saving a cache and at the end of a run).
+    """
+
+    def __init__(
+        self, directory: Path, deliver: Callable[[list[ev._Event]], None] = lambda events: None
+    ) -> None:
         self.path = directory / EVENTS_FILE
         _drop_torn_tail(self.path)
         self.next_seq = _count_lines(self.path)
+        self.deliver = deliver
         self._file = open(self.path, "ab")  # noqa: SIM115 (held open for the session)
+        self._cond = threading.Condition()
+        self._queue: list[tuple[bytes, list[ev._Event]]] = []
+        self._durable = self.next_seq  # events with a smaller seq are on disk and delivered
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._writer = threading.Thread(target=self._write_loop, name="journal", daemon=True)
+        self._writer.start()
 
-    def append(self, event: ev._Event) -> None:
-        """Write one event (its `seq` is set here), durably, before returning."""
-        event.seq = self.next_seq
-        self._file.write(event.model_dump_json().encode("utf-8") + b"\n")
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.next_seq += 1
+    def append(self, *events: ev._Event) -> None:
+        """Queue events for the journal; their `seq` is set here."""
+        with self._cond:
+            if self._failure is not None:
+                raise JournalError(f"{self.path}: the journal failed earlier") from self._failure
+            for event in events:
+                event.seq = self.next_seq
+                self.next_seq += 1
+            data = b"".join(e.model_dump_json().encode("utf-8") + b"\n" for e in events)
+            self._queue.append((data, list(events)))
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Wait until every appended event is on disk and delivered; raise what went wrong."""
+        with self._cond:
+            target = self.next_seq
+            while self._durable < target and self._failure is None:
+                self._cond.wait()
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                if isinstance(failure, OSError):
+                    self._failure = failure  # the disk stays broken for later appends
+                    raise JournalError(f"{self.path}: cannot write the journal: {failure}")
+                raise failure  # a listener's error, surfaced in the agent's thread
 
     def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._writer.join()
         self._file.close()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                batch, self._queue = self._queue, []
+            events = [event for _, group in batch for event in group]
+            try:
+                self._file.write(b"".join(data for data, _ in batch))
+                self._file.flush()
+                os.fsync(self._file.fileno())
+            except OSError as exc:
+                with self._cond:
+                    self._failure = exc
+                    self._cond.notify_all()
+                return
+            try:
+                self.deliver(events)
+            except Exception as exc:  # a listener's bug: keep journaling, report it on flush
+                with self._cond:
+                    self._failure = self._failure or exc
+            with self._cond:
+                self._durable = events[-1].seq + 1
+                self._cond.notify_all()
+
+
+class JournalError(OSError):
+    """The session journal could not be written (disk full, removed directory...)."""
 
 
 @dataclass

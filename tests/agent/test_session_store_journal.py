@@ -137,3 +137,31 @@ def test_exports_give_openai_messages_and_a_markdown_transcript(tmp_path):
         "Run finished: answered",
     ]:
         assert expected in md, expected
+
+
+def test_events_are_on_disk_before_they_are_delivered_and_flush_waits_for_both(tmp_path):
+    on_disk_when_shown = []
+
+    def deliver(events):
+        lines = (tmp_path / "events.jsonl").read_bytes().splitlines()
+        on_disk_when_shown.extend(len(lines) > e.seq for e in events)
+
+    journal = SessionJournal(tmp_path, deliver)
+    for i in range(50):
+        journal.append(ev.ContentDelta(text=str(i)), ev.ContentDelta(text="x"))
+    journal.flush()
+    assert on_disk_when_shown == [True] * 100
+    journal.close()
+
+
+def test_a_listener_error_surfaces_on_flush_and_journaling_goes_on(tmp_path):
+    def deliver(events):
+        raise ValueError("listener bug")
+
+    journal = SessionJournal(tmp_path, deliver)
+    journal.append(ev.ContentDelta(text="a"))
+    with pytest.raises(ValueError, match="listener bug"):
+        journal.flush()
+    journal.append(ev.ContentDelta(text="b"))
+    journal.close()
+    assert [e.text for e in read_events(tmp_path / "events.jsonl")] == ["a", "b"]
