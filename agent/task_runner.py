@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 import tomllib
 from collections.abc import Callable
@@ -62,6 +63,10 @@ RETRIED_STATUSES = frozenset({"error", "backend_error", "cancelled"})
 
 class TaskError(ValueError):
     """A task folder is malformed; the message names the folder and what to fix."""
+
+
+class _Stopped(Exception):
+    """The runner was cancelled before this task's agent started."""
 
 
 class TaskTest(BaseModel):
@@ -234,9 +239,23 @@ class TaskRunner:
         self.owns_backends = owns_backends
         """False when `make_backend` hands out one shared backend (e.g. one loaded model for a
         whole batch): the runner then leaves closing it to the caller."""
+        self._running: set[Agent] = set()
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    def cancel(self) -> None:
+        """Cancel the agents running now (their tasks end `cancelled`, retried on a rerun) and
+        start no further task."""
+        with self._lock:
+            self._stopping = True
+            running = list(self._running)
+        for agent in running:
+            agent.cancel()
 
     def run(self, task: TaskSpec) -> TaskResult:
         """Run `task` in a fresh sandbox, then its tests; never raises for a task's failure."""
+        if self._stopping:  # leaves no trace: the task runs on a rerun
+            return TaskResult(id=task.id, status="cancelled", passed=False, error="not started")
         task_out = self.out_dir / task.id
         if task_out.exists():  # an unfinished earlier attempt: start clean
             shutil.rmtree(task_out)
@@ -244,6 +263,8 @@ class TaskRunner:
         started = time.monotonic()
         try:
             result = self._run(task, task_out)
+        except _Stopped as exc:
+            result = TaskResult(id=task.id, status="cancelled", passed=False, error=str(exc))
         except BackendError as exc:  # e.g. the model could not be loaded: retried on a rerun
             result = TaskResult(
                 id=task.id, status=RunStatus.backend_error.value, passed=False, error=str(exc)
@@ -310,7 +331,15 @@ class TaskRunner:
         with Agent(
             config, backend=backend, sandbox=sandbox, tools=default_tools(), on_event=on_event
         ) as agent:
-            run = agent.run(task.instruction)
+            with self._lock:
+                self._running.add(agent)
+            if self._stopping:  # cancelled while this task was setting up
+                raise _Stopped("cancelled before the agent started")
+            try:
+                run = agent.run(task.instruction)
+            finally:
+                with self._lock:
+                    self._running.discard(agent)
         return run, time.monotonic() - started
 
 

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _batch(args: argparse.Namespace) -> int:
     from agent.backends import BackendError
-    from agent.commands.run_cmd import config_from_args
+    from agent.commands.run_cmd import cancel_on_interrupt, config_from_args
     from agent.config import ConfigError
     from agent.task_runner import (
         TaskError,
@@ -81,9 +81,10 @@ def _batch(args: argparse.Namespace) -> int:
         owns_backends=shared is None,
     )
     try:
-        report = run_batch(
-            tasks, args.out, runner, workers=args.workers, progress=not args.no_progress
-        )
+        with cancel_on_interrupt(runner.cancel):
+            report = run_batch(
+                tasks, args.out, runner, workers=args.workers, progress=not args.no_progress
+            )
     finally:
         if shared is not None:
             shared.close()

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from agent.config import AgentConfig
     from agent.events import Event, RunStatus
 
@@ -147,9 +149,12 @@ def _run_task(args: argparse.Namespace, printer: Printer) -> int:
     # The agent starts the sandbox: a failure to start becomes the run's status, not a crash.
     # run() decides approvals by policy alone, so a headless run never waits for a person.
     try:
-        with Agent(
-            config, backend=backend, sandbox=sandbox, tools=default_tools(), on_event=printer
-        ) as agent:
+        with (
+            Agent(
+                config, backend=backend, sandbox=sandbox, tools=default_tools(), on_event=printer
+            ) as agent,
+            cancel_on_interrupt(agent.cancel),
+        ):
             result = agent.run(args.task)
     finally:
         sandbox.stop()
@@ -180,7 +185,8 @@ def _run_example(args: argparse.Namespace, printer: Printer) -> int:
         make_sandbox=make_sandbox(args.sandbox),
         on_event=lambda _task, event: printer(event),
     )
-    result = runner.run(task)
+    with cancel_on_interrupt(runner.cancel):
+        result = runner.run(task)
     if result.test_exit_code is None and not result.test_timed_out:
         verdict = "not run"
     else:
@@ -195,6 +201,27 @@ def _run_example(args: argparse.Namespace, printer: Printer) -> int:
     if result.status == "error":
         return EXIT_FAILED
     return exit_code(RunStatus(result.status))
+
+
+@contextmanager
+def cancel_on_interrupt(cancel: Callable[[], None]) -> Iterator[None]:
+    """The first Ctrl-C cancels the run (it ends `cancelled`, its state kept); a second one
+    interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_interrupt(signum: int, frame: object) -> None:
+        print("\ncancelling (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        cancel()
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class JsonPrinter:

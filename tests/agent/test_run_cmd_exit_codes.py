@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -153,3 +154,26 @@ def test_readme_main_job_ends_with_a_clear_status(tmp_path: Path) -> None:
     assert "Traceback" not in output
     assert "example fix-off-by-one: agent " in output
     assert proc.returncode in (0, 1, 3, 4)
+
+
+def test_ctrl_c_cancels_the_tool_in_flight_and_exits_1(project: Path, tmp_path: Path) -> None:
+    script = write_script(tmp_path / "slow.json", [
+        turn("Wait a while.", ("bash", {"command": "sleep 60"})),
+        turn("Done.", ("submit", {"summary": "waited"})),
+    ])  # fmt: skip
+    env = {**os.environ, "DSV4_SESSIONS_DIR": str(tmp_path / "sessions")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "Wait.", "-C", str(project),
+         "--backend", "scripted", "--script", str(script)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    lines = []
+    for line in proc.stdout:  # wait until the tool is running
+        lines.append(line)
+        if line.startswith("→ bash("):
+            break
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    assert "■ cancelled" in out and "Traceback" not in err
+    assert "cancelling" in err

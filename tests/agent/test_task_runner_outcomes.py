@@ -4,13 +4,19 @@ a backend failure is recorded and retried on a rerun while final results are kep
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import dsml
 from agent.commands.run_cmd import EXAMPLES_DIR
 from agent.config import AgentConfig
 from agent.task_runner import (
+    BatchReport,
     TaskRunner,
     discover_tasks,
     make_backend,
@@ -121,3 +127,35 @@ def test_a_broken_sandbox_is_an_error_of_that_task_only(tmp_path: Path) -> None:
     assert result.status == "error" and not result.passed and not result.final
     assert "no sandbox for work today" in (result.error or "")
     assert read_result(out / "a") == result
+
+
+def test_ctrl_c_cancels_a_batch_and_starts_no_further_task(tmp_path: Path) -> None:
+    tasks_dir, out = tmp_path / "tasks", tmp_path / "out"
+    slow = [
+        dsml.render_suffix(
+            [dsml.UserMessage(content="")],
+            [dsml.AssistantMessage(reasoning_content="Wait.", tool_calls=[
+                dsml.ToolCall(name="bash", arguments={"command": "sleep 60"})])],
+            "thinking",
+        ),
+        submit_only(),
+    ]  # fmt: skip
+    for name in ("a-slow", "b-slow"):
+        make_task(tasks_dir, name, reference=slow)
+    env = {**os.environ, "DSV4_SESSIONS_DIR": str(tmp_path / "unused")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "batch", str(tasks_dir), "--out", str(out),
+         "--backend", "scripted", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not list(out.glob("a-slow/*/events.jsonl")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # into the tool call
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "Traceback" not in stderr, stderr
+    report = BatchReport.model_validate_json((out / "results.json").read_text())
+    assert [r.status for r in report.tasks] == ["cancelled", "cancelled"]
+    assert report.tasks[1].error == "not started" and not (out / "b-slow").exists()
+    assert not any(r.final for r in report.tasks)  # a rerun runs both
