@@ -138,8 +138,10 @@ class StreamParser:
         state = self._state
         if not delta:
             return []
+        if state == _DONE and self._strict:
+            self._fail(self._base, "after_eos", "text after EOS: the turn ends at EOS")
         if state >= _DONE:
-            return self._after_end(delta)
+            return []
         if not self._buf:
             # Fast path: text with no character that could begin a tag or a stop token.
             if state == _VALUE:
@@ -196,8 +198,8 @@ class StreamParser:
             pos, more = handlers[self._state](buf, pos, final)
             if not more:
                 break
-        if self._state == _DONE and pos < len(buf):
-            self._after_end(buf[pos:])
+        if self._state == _DONE and pos < len(buf) and self._strict:
+            self._fail(self._base + pos, "after_eos", "text after EOS: the turn ends at EOS")
         self._base += pos
         self._buf = buf[pos:] if self._state < _DONE else ""
 
@@ -206,7 +208,11 @@ class StreamParser:
     def _text(self, buf: str, pos: int, final: bool) -> tuple[int, bool]:
         """Reasoning or content: emit text up to the next stop token, tag, or held suffix."""
         m = self._term_re.search(buf, pos)
-        while m is not None and self._base + m.start() == self._no_opener_at:
+        while (
+            m is not None
+            and self._base + m.start() == self._no_opener_at
+            and (m.group() in _OPENERS)
+        ):
             m = self._term_re.search(buf, m.start() + 1)
         if m is not None:
             return self._on_term(buf, pos, m.start(), m.group()), True
@@ -336,7 +342,11 @@ class StreamParser:
             return fast, True
         k = buf.find(">", pos, pos + _MAX_TAG)
         if k < 0:
-            plausible = buf.startswith(_TAG_HEADS, pos) or buf[pos:] in _HEAD_PREFIXES
+            plausible = (
+                buf.startswith(_TAG_HEADS, pos)
+                or buf[pos:] in _HEAD_PREFIXES
+                or buf.startswith(_OPENERS[:4], pos)
+            )
             if plausible and n - pos < _MAX_TAG:
                 if not final:
                     return pos, False
@@ -448,25 +458,18 @@ class StreamParser:
         opener = next((o for o in _OPENERS[:4] if buf.startswith(o, pos)), None)
         if opener is not None:
             # A DSML-looking fragment that is no known tag: drop it.
-            k = buf.find(">", pos, pos + 200)
+            k = buf.find(">", pos, pos + _MAX_TAG)
             end = k + 1 if k >= 0 else pos + len(opener)
             self._repair("unknown_tag", at, f"dropped unknown tag {buf[pos:end]!r}")
             return end
         if self._call is not None:
-            self._call.problem = (
-                "malformed",
-                f"text {buf[pos : pos + 30]!r} inside the invoke "
-                "of this call, where only parameter tags may appear",
-                at,
-            )
+            self._call.problem = ("malformed", "", at)  # message written once skipped
             self._state = _SKIP
             return pos
         if self._wrapped:
             k = buf.find("<", pos + 1)
             end = len(buf) if k < 0 else k
-            self._repair(
-                "stray_text", at, f"ignored text inside the tool-call block: {buf[pos:end][:40]!r}"
-            )
+            self._repair("stray_text", at, "ignored text inside the tool-call block")
             return end
         # A bare invoke sequence ends where ordinary text resumes.
         self._no_opener_at = at
@@ -615,20 +618,28 @@ class StreamParser:
         while True:
             j = buf.find("<", i)
             if j < 0:
-                return n, False
+                return self._skipped(buf, pos, n), False
             m = _TAG.match(buf, j, min(n, j + _MAX_TAG))
             if m is not None and m.group(3) != "parameter":
                 self._state = _BLOCK
                 self._ws = ""
                 self._after_tag = "skip"
-                return j, True
+                return self._skipped(buf, pos, j), True
             if buf.startswith(EOS, j):
+                self._skipped(buf, pos, j)
                 self._finish_call(self._base + j)
                 self._state = _AFTER
                 return j, True
             if not final and n - j < _MAX_TAG and buf.find(">", j) < 0:
-                return j, False  # a tag may still be arriving
+                return self._skipped(buf, pos, j), False  # a tag may still be arriving
             i = j + 1
+
+    def _skipped(self, buf: str, pos: int, end: int) -> int:
+        """Keep the start of the dropped text for the call's error message."""
+        call = self._call
+        if call is not None and len(call.skipped) < 40:
+            call.skipped = (call.skipped + buf[pos:end])[:40]
+        return end
 
     def _after(self, buf: str, pos: int, final: bool) -> tuple[int, bool]:
         """After a closed block: EOS ends the turn; other text resumes the outer state."""
@@ -650,16 +661,10 @@ class StreamParser:
                 "after_block",
                 "only EOS may follow the tool-call block; end the turn after </｜DSML｜tool_calls>",
             )
-        self._repair(
-            "text_after_block", at, f"text after the tool-call block: {buf[pos : pos + 30]!r}"
-        )
+        if self._outer == _CONTENT:  # reasoning going on after a block in it is no news
+            self._repair("text_after_block", at, "text after the tool-call block")
         self._state = self._outer
         return pos, True
-
-    def _after_end(self, delta: str) -> list[Event]:
-        if self._state == _DONE and self._strict and delta:
-            self._fail(self._base, "after_eos", "text after EOS: the turn ends at EOS")
-        return []
 
     # ------------------------------------------------------------------ calls and the turn
 
@@ -695,6 +700,12 @@ class StreamParser:
             self._events.append(ToolCallFinished(call.index, call.id, call.name, done, None))
             return
         kind, message, offset = problem
+        if kind == "malformed" and not message:
+            message = (
+                f"unexpected text {call.skipped!r} inside the invoke, where only "
+                f"parameter tags may appear; write each argument as <{DSML}parameter "
+                f'name="NAME" string="true|false">VALUE</{DSML}parameter>'
+            )
         self._errors.append(
             CallError(
                 index=call.index,
@@ -772,7 +783,7 @@ class StreamParser:
 class _Call:
     """An invoke being read."""
 
-    __slots__ = ("index", "id", "name", "start", "params", "problem")
+    __slots__ = ("index", "id", "name", "start", "params", "problem", "skipped")
 
     def __init__(self, index: int, call_id: str, name: str | None, start: int) -> None:
         self.index = index
@@ -781,6 +792,7 @@ class _Call:
         self.start = start
         self.params: dict[str, tuple[str, bool]] = {}
         self.problem: tuple[str, str, int] | None = None
+        self.skipped = ""  # the start of the text dropped after a malformation
 
 
 def _attributes(attrs: str) -> dict[str, str]:
