@@ -17,6 +17,7 @@ import socket
 import struct
 import tarfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,8 @@ from tools.engine import (
     SANDBOX_UID,
     WORK_DIR,
     EngineError,
-    _engine_answers,
     docker_client,
+    engine_answers,
     ensure_engine,
     image_name,
 )
@@ -36,6 +37,7 @@ from tools.sandbox import (
     RunnerClient,
     RunnerSandbox,
     SandboxConfig,
+    SandboxUnavailable,
     new_session_id,
 )
 from tools.sandbox_admin import owner_label
@@ -99,8 +101,9 @@ class DockerSandbox(RunnerSandbox):
         with self._lock:
             if self._rc is not None and self._rc.dead is None:
                 return
-            _ensure_engine_once()
-            self._client = docker_client()
+            if self.config.docker_host is None:
+                _ensure_engine_once()
+            self._client = docker_client(self.config.docker_host)
             fresh_volume = self._create_container()
             if fresh_volume and self.config.project_dir and self.config.mount == "copy":
                 self._copy_in(self.config.project_dir)
@@ -114,7 +117,7 @@ class DockerSandbox(RunnerSandbox):
             if self._rc is not None:
                 self._rc.shutdown()
                 self._rc = None
-            client = self._client or docker_client()
+            client = self._client or docker_client(self.config.docker_host)
             try:
                 client.api.remove_container(self.container_name, force=True)
             except docker.errors.NotFound:
@@ -219,7 +222,12 @@ class DockerSandbox(RunnerSandbox):
             if self._rc.dead is None:
                 return self._rc, None
             reason = self._rc.dead
-        notice = self._recover(reason)
+        try:
+            notice = self._recover(reason)
+        except Exception as e:
+            raise SandboxUnavailable(
+                f"the sandbox is down and could not be brought back: {type(e).__name__}: {e}"
+            ) from e
         with self._lock:
             assert self._rc is not None
             return self._rc, notice
@@ -235,11 +243,9 @@ class DockerSandbox(RunnerSandbox):
                 self._rc.shutdown()
             state = "gone"
             try:
-                if not _engine_answers(self._client):
-                    global _engine_checked
-                    _engine_checked = False
-                    _ensure_engine_once()
-                    self._client = docker_client()
+                if not engine_answers(self.config.docker_host):
+                    self._bring_engine_back()
+                    self._client = docker_client(self.config.docker_host)
                 state = self._client.containers.get(self.container_name).status  # type: ignore
             except docker.errors.NotFound:
                 state = "removed"
@@ -255,6 +261,20 @@ class DockerSandbox(RunnerSandbox):
                 f"the sandbox container was {state} (the Docker engine may have restarted); "
                 f"recreated it ({kept})"
             )
+
+    def _bring_engine_back(self) -> None:
+        """Ours is restarted (`ensure_engine`); another engine is waited for, up to 60 s."""
+        global _engine_checked
+        if self.config.docker_host is None:
+            with _engine_lock:
+                _engine_checked = False
+            _ensure_engine_once()
+            return
+        deadline = time.monotonic() + 60
+        while not engine_answers(self.config.docker_host):
+            if time.monotonic() > deadline:
+                raise EngineError(f"the engine at {self.config.docker_host} is down for 60 s")
+            time.sleep(0.5)
 
     # ---- the project directory ------------------------------------------------------------
     def _copy_in(self, src: Path) -> None:

@@ -113,10 +113,11 @@ def ensure_engine(
     )
 
 
-def docker_client(timeout: float = 60) -> docker.DockerClient:
+def docker_client(base_url: str | None = None, timeout: float = 60) -> docker.DockerClient:
+    """A client of our engine (or of the one at base_url, e.g. "unix:///run/other.sock")."""
     import docker
 
-    return docker.DockerClient(base_url=f"unix://{DOCKER_SOCKET}", timeout=timeout)
+    return docker.DockerClient(base_url=base_url or f"unix://{DOCKER_SOCKET}", timeout=timeout)
 
 
 def _ensure_packages(say: Progress) -> bool:
@@ -142,18 +143,19 @@ def _ensure_packages(say: Progress) -> bool:
     return True
 
 
-def _engine_answers(client: docker.DockerClient | None = None) -> bool:
-    if not os.path.exists(DOCKER_SOCKET):
+def engine_answers(base_url: str | None = None) -> bool:
+    """Whether the engine (ours, or the one at base_url) answers a ping."""
+    if base_url is None and not os.path.exists(DOCKER_SOCKET):
         return False
     try:
-        (client or docker_client(timeout=5)).ping()
+        docker_client(base_url, timeout=5).ping()
         return True
-    except Exception:
+    except Exception:  # any failure to talk to it means no
         return False
 
 
 def _ensure_daemon(say: Progress) -> tuple[docker.DockerClient, bool]:
-    if _engine_answers():
+    if engine_answers():
         return docker_client(), False
     if os.geteuid() != 0:
         raise EngineError(
@@ -172,7 +174,7 @@ def _ensure_daemon(say: Progress) -> tuple[docker.DockerClient, bool]:
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if _engine_answers():
+        if engine_answers():
             say("dockerd is up")
             return docker_client(), True
         if proc.poll() is not None:

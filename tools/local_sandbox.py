@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tools.sandbox import RunnerClient, RunnerSandbox, SandboxConfig
+from tools.sandbox import RunnerClient, RunnerSandbox, SandboxConfig, SandboxUnavailable
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 
@@ -80,7 +80,12 @@ class LocalSandbox(RunnerSandbox):
             if self._rc.dead is None:
                 return self._rc, None
             reason = self._rc.dead
-        notice = self._recover(reason)
+        try:
+            notice = self._recover(reason)
+        except Exception as e:
+            raise SandboxUnavailable(
+                f"the sandbox is down and could not be brought back: {type(e).__name__}: {e}"
+            ) from e
         assert self._rc is not None
         return self._rc, notice
 

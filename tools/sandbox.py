@@ -54,6 +54,8 @@ class SandboxConfig(BaseModel):
     """Environment added to every command."""
     session_id: str | None = None
     """Labels the container (one per agent session); None: a fresh random id."""
+    docker_host: str | None = None
+    """Docker engine to use ("unix:///path.sock"); None: ours, started by `ensure_engine`."""
 
 
 class ExecResult(BaseModel):
@@ -141,6 +143,10 @@ class Sandbox(Protocol):
     def stop(self) -> None: ...
 
 
+class SandboxUnavailable(SandboxError):
+    """The sandbox broke and could not be brought back (e.g. the engine stays down)."""
+
+
 class RunnerGone(RuntimeError):
     """The runner's stream closed (the runner was killed or the container went away)."""
 
@@ -226,6 +232,12 @@ class RunnerSandbox:
         """Bring a dead runner back; return what was done, for the caller."""
         raise NotImplementedError
 
+    def _try_recover(self, reason: str) -> str:
+        try:
+            return self._recover(reason)
+        except Exception as e:  # the result must still come back, saying what went wrong
+            return f"bringing the sandbox back failed: {type(e).__name__}: {e}"
+
     def exec(
         self,
         command: str,
@@ -239,7 +251,10 @@ class RunnerSandbox:
         timeout = cfg.default_timeout if timeout is None else timeout
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
-        client, notice = self._runner()
+        try:
+            client, notice = self._runner()
+        except SandboxUnavailable as e:
+            return ExecResult(exit_code=None, notice=str(e))
         try:
             msg = client.request(
                 "exec",
@@ -254,7 +269,7 @@ class RunnerSandbox:
                 tail=cfg.output_tail,
             )
         except RunnerGone as e:
-            done = self._recover(str(e))
+            done = self._try_recover(str(e))
             return ExecResult(
                 exit_code=None,
                 signal="SIGKILL",
@@ -265,7 +280,7 @@ class RunnerSandbox:
                 ),
             )
         except TimeoutError as e:
-            done = self._recover(f"unresponsive: {e}")
+            done = self._try_recover(f"unresponsive: {e}")
             return ExecResult(exit_code=None, timed_out=True, notice=_join(notice, f"{e}; {done}"))
         if not msg.get("ok"):
             return ExecResult(exit_code=None, output=msg.get("error", ""), notice=notice)
@@ -279,7 +294,7 @@ class RunnerSandbox:
         try:
             msg = client.request(op, wait=60, **fields)
         except RunnerGone as e:
-            self._recover(str(e))
+            self._try_recover(str(e))
             client, _ = self._runner()
             msg = client.request(op, wait=60, **fields)
         if not msg.pop("ok", False):

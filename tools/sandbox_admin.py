@@ -7,7 +7,7 @@ import socket
 
 from pydantic import BaseModel
 
-from tools.engine import LABEL, _engine_answers, docker_client, image_name
+from tools.engine import LABEL, docker_client, engine_answers, image_name
 
 
 class SandboxInfo(BaseModel):
@@ -27,7 +27,7 @@ class SandboxStatus(BaseModel):
 
 def sandbox_status() -> SandboxStatus:
     """The engine, the image and our containers; starts nothing."""
-    if not _engine_answers():
+    if not engine_answers():
         return SandboxStatus(engine_running=False, image=image_name())
     client = docker_client()
     present = bool(client.images.list(name=image_name()))
@@ -70,7 +70,7 @@ def _owner_alive(labels: dict[str, str]) -> bool:
 def prune_sandboxes(*, everything: bool = False) -> dict[str, int]:
     """Remove leftover sandboxes: containers and volumes with our label whose owning process
     has ended (or, with everything=True, all of them, in use or not)."""
-    if not _engine_answers():
+    if not engine_answers():
         return {"containers": 0, "volumes": 0}
     client = docker_client()
     removed_c = removed_v = 0
