@@ -24,8 +24,6 @@ SCALE_DTYPE = torch.float8_e8m0fnu
 E2M1_VALUES = torch.tensor(
     [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0]
 )
-# Midpoints between consecutive magnitudes; a value exactly on one rounds to the even code.
-_E2M1_MIDPOINTS = torch.tensor([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0])
 
 
 def pow2_ceil(x: torch.Tensor) -> torch.Tensor:
@@ -35,14 +33,22 @@ def pow2_ceil(x: torch.Tensor) -> torch.Tensor:
     return torch.where(mantissa == 0.5, x.float(), up)
 
 
+def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
+    """Round scaled values to the nearest e2m1 value (saturating at +-6), ties to the even code.
+
+    e2m1 steps are 0.5 below 2, 1 below 4 and 2 up to 6; within each binade the code's mantissa
+    bit is the parity of value/step, so round-half-to-even there is the format's tie rule.
+    """
+    mag = x.float().abs().clamp(max=FP4_E2M1_MAX)
+    step = torch.where(mag < 2, 0.5, torch.where(mag < 4, 1.0, 2.0))
+    return torch.copysign(torch.round(mag / step) * step, x.float())
+
+
 def e2m1_encode(x: torch.Tensor) -> torch.Tensor:
     """Round scaled values (within +-6) to e2m1 codes [uint8], ties to the even code."""
-    mag = x.float().abs().clamp(max=FP4_E2M1_MAX)
-    mids = _E2M1_MIDPOINTS.to(mag.device)
-    code = torch.bucketize(mag, mids)  # on a midpoint: the lower code
-    lower_is_odd = (code % 2 == 1) & (mag == mids[code.clamp(max=len(mids) - 1)])
-    code = code + lower_is_odd.long()
-    return (code + 8 * torch.signbit(x).long()).to(torch.uint8)
+    mag = round_to_e2m1(x).abs()
+    code = torch.where(mag < 2, mag * 2, torch.where(mag < 4, mag + 2, mag / 2 + 4))
+    return (code.to(torch.uint8) + 8 * torch.signbit(x).to(torch.uint8)).to(torch.uint8)
 
 
 def e2m1_decode(codes: torch.Tensor) -> torch.Tensor:
@@ -175,8 +181,7 @@ def fp4_simulate(x: torch.Tensor, block: int = 32) -> torch.Tensor:
     blocks = x.float().unflatten(-1, (-1, block))
     amax = blocks.abs().amax(-1, keepdim=True).clamp_min(FP4_E2M1_MAX * 2.0**-126)
     scale = pow2_ceil(amax * (1.0 / FP4_E2M1_MAX))
-    q = e2m1_decode(e2m1_encode((blocks / scale).clamp(-FP4_E2M1_MAX, FP4_E2M1_MAX)))
-    return (q * scale).flatten(-2).to(x.dtype)
+    return (round_to_e2m1(blocks / scale) * scale).flatten(-2).to(x.dtype)
 
 
 @functools.lru_cache(maxsize=16)
