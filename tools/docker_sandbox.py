@@ -197,7 +197,7 @@ class DockerSandbox(RunnerSandbox):
         api = self._client.api  # type: ignore[union-attr]
         exec_id = api.exec_create(
             self._container_id,
-            ["python3", "-c", BOOTSTRAP, WORK_DIR, OOM_FILES],
+            ["python3", "-S", "-c", BOOTSTRAP, WORK_DIR, OOM_FILES],
             stdin=True,
             user=self._exec_user,
             workdir=WORK_DIR,
@@ -337,11 +337,13 @@ def _read_frames(sock: socket.socket, client: RunnerClient) -> None:
                 buf += chunk
             payload, buf = buf[8 : 8 + size], buf[8 + size :]
             if kind == 1:
-                client.feed(payload)
+                client.feed(payload)  # ValueError on garbage: treated as a dead runner
             else:
                 errors = (errors + payload)[-2000:]
     except (EOFError, OSError):
         pass
+    except ValueError as e:  # something in the sandbox wrote into the runner's stdout
+        errors += f"garbled runner output: {e}".encode()
     detail = errors.decode(errors="replace").strip().splitlines()[-1:] or ["no message"]
     client.closed(f"the runner's stream closed ({detail[0]})")
 

@@ -49,7 +49,7 @@ class LocalSandbox(RunnerSandbox):
     def _spawn(self) -> RunnerClient:
         env = {**os.environ, "DSV4_HOST_PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         proc = subprocess.Popen(
-            [sys.executable, str(RUNNER_PATH), str(self.root)],
+            [sys.executable, "-S", str(RUNNER_PATH), str(self.root)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             cwd=self.root,
@@ -65,8 +65,12 @@ class LocalSandbox(RunnerSandbox):
         client = RunnerClient(send, stdin.close)
 
         def read() -> None:
-            while chunk := stdout.read1(65536):
-                client.feed(chunk)
+            try:
+                while chunk := stdout.read1(65536):
+                    client.feed(chunk)
+            except ValueError as e:
+                proc.kill()
+                client.closed(f"garbled runner output: {e}")
             client.closed(f"the runner process ended (status {proc.wait()})")
 
         threading.Thread(target=read, daemon=True, name="dsv4-local-runner").start()

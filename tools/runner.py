@@ -4,9 +4,12 @@ Standard library only; it runs under the sandbox image's python3 (sent as `pytho
 and, for `LocalSandbox`, under the host's. Talking to one long-lived process over one stream
 saves the 40-50 ms that Docker spends setting up every `docker exec`.
 
-Protocol: one JSON object per line on stdin (a request with an `id` and an `op`), one JSON object
-per line on stdout (the response, same `id`). Requests are served by a single-threaded selector
-loop, so 200 commands at once cost no threads (threads count against the pids limit).
+Protocol: requests come on stdin as frames (4-byte big-endian length, then a `marshal`ed dict with
+an `id` and an `op`: the host is trusted); responses go out on stdout as one JSON object per line
+(the host must not trust what comes out of the sandbox, so it parses JSON, never marshal). Requests
+are served by a single-threaded epoll loop, so 200 commands at once cost no threads (threads count
+against the pids limit). Start-up time matters (it is part of every sandbox start), so only
+built-in modules are imported up front: no json, re, subprocess, signal or selectors.
 
 Every command runs as `timeout --kill-after=K T bash -c COMMAND` in a new session (its own process
 group). Its output goes through a pipe that this loop reads as it comes, keeping only a head and a
@@ -16,15 +19,11 @@ holds the pipe: that pipe is then read and discarded until it closes, so the bac
 neither blocks nor dies of SIGPIPE.
 """
 
-import json
+import marshal
 import os
-import re
-import selectors
-import signal
-import subprocess
+import select
 import sys
 import time
-import traceback
 
 ROOT = os.path.realpath(sys.argv[1] if len(sys.argv) > 1 else os.getcwd())
 # Optional: where the cgroup counts OOM kills of this sandbox, as candidates joined by ":"
@@ -61,8 +60,52 @@ BASE_ENV = {
 }
 
 
+SIGNALS = {
+    1: "SIGHUP",
+    2: "SIGINT",
+    3: "SIGQUIT",
+    6: "SIGABRT",
+    9: "SIGKILL",
+    11: "SIGSEGV",
+    13: "SIGPIPE",
+    14: "SIGALRM",
+    15: "SIGTERM",
+}
+SIGKILL = 9
+IN, OUT = select.EPOLLIN, select.EPOLLOUT
+# The command goes through sh: into its directory, up in the OOM killer's eyes (the runner must
+# be the last to go), then `timeout`. $0..$3 = kill-after, timeout, command, directory.
+SCRIPT = (
+    'cd -- "$3" || exit 125; echo 500 >/proc/self/oom_score_adj 2>/dev/null; '
+    'exec timeout --kill-after="$0" "$1" bash -c "$2"'
+)
+
+
 class PathError(Exception):
     pass
+
+
+_ESCAPES = {i: f"\\u{i:04x}" for i in range(32)}
+_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", 10: "\\n", 9: "\\t", 13: "\\r"})
+
+
+def to_json(obj):
+    """JSON for the plain values the responses hold (the json module costs start-up time)."""
+    if isinstance(obj, str):
+        return '"' + obj.translate(_ESCAPES) + '"'
+    if obj is None:
+        return "null"
+    if obj is True:
+        return "true"
+    if obj is False:
+        return "false"
+    if isinstance(obj, (int, float)):
+        return repr(obj)
+    if isinstance(obj, dict):
+        return "{" + ",".join(to_json(str(k)) + ":" + to_json(v) for k, v in obj.items()) + "}"
+    if isinstance(obj, (list, tuple)):
+        return "[" + ",".join(to_json(v) for v in obj) + "]"
+    raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
 def oom_kills():
@@ -112,9 +155,9 @@ class Capture:
 
 
 class Job:
-    def __init__(self, req, proc, out_fd, pidfd, capture):
+    def __init__(self, req, pid, out_fd, pidfd, capture):
         self.req = req
-        self.proc = proc
+        self.pid = pid
         self.out_fd = out_fd
         self.pidfd = pidfd
         self.capture = capture
@@ -131,18 +174,27 @@ class Job:
 
 class Runner:
     def __init__(self):
-        self.sel = selectors.DefaultSelector()
+        self.poll = select.epoll()
+        self.fds = {}  # fd -> (kind, job)
         self.inbuf = b""
         self.outbuf = bytearray()
         self.jobs = {}  # by pid
         self.left_behind = []  # process groups of finished commands (may hold background jobs)
         self.running = True
         os.set_blocking(0, False)
-        self.sel.register(0, selectors.EVENT_READ, ("stdin", None))
+        self.watch(0, IN, "stdin", None)
+
+    def watch(self, fd, events, kind, job):
+        self.fds[fd] = (kind, job)
+        self.poll.register(fd, events)
+
+    def unwatch(self, fd):
+        del self.fds[fd]
+        self.poll.unregister(fd)
 
     # ---- plumbing -------------------------------------------------------------------------
     def send(self, obj):
-        self.outbuf += json.dumps(obj).encode() + b"\n"
+        self.outbuf += to_json(obj).encode("utf-8", "replace") + b"\n"
         while self.outbuf:
             try:
                 n = os.write(1, self.outbuf)
@@ -153,8 +205,10 @@ class Runner:
 
     def loop(self):
         while self.running or self.jobs:
-            for key, _ in self.sel.select(self.next_wakeup()):
-                kind, job = key.data
+            for fd, _ in self.poll.poll(self.next_wakeup()):
+                if fd not in self.fds:
+                    continue  # closed by an earlier handler in this batch
+                kind, job = self.fds[fd]
                 # One batch can hold events that an earlier handler in it made stale (an output
                 # pipe read to its end while reaping): the job's own state says so.
                 try:
@@ -163,12 +217,14 @@ class Runner:
                     elif kind == "out" and not job.eof:
                         self.read_output(job)
                     elif kind == "drain":
-                        self.drain(key.fd)
+                        self.drain(fd)
                     elif kind == "pid" and job.status is None:
                         self.reap(job)
                     elif kind == "feed" and job.stdin_fd is not None:
                         self.feed(job)
                 except Exception:  # keep serving the other commands; the host sees the trace
+                    import traceback
+
                     traceback.print_exc()
             self.check_deadlines()
 
@@ -190,14 +246,16 @@ class Runner:
         except BlockingIOError:
             return
         if not data:  # the host went away: finish what runs, then leave
-            self.sel.unregister(0)
+            self.unwatch(0)
             self.running = False
             return
         self.inbuf += data
-        while b"\n" in self.inbuf:
-            line, self.inbuf = self.inbuf.split(b"\n", 1)
-            if line.strip():
-                self.handle(json.loads(line))
+        while len(self.inbuf) >= 4:
+            size = int.from_bytes(self.inbuf[:4], "big")
+            if len(self.inbuf) < 4 + size:
+                break
+            frame, self.inbuf = self.inbuf[4 : 4 + size], self.inbuf[4 + size :]
+            self.handle(marshal.loads(frame))
 
     def handle(self, req):
         op = req.get("op")
@@ -215,7 +273,7 @@ class Runner:
             if fn is None:
                 raise ValueError(f"unknown op {op!r}")
             self.send({"id": req["id"], "ok": True, **fn(req)})
-        except (PathError, OSError, ValueError, re.error) as e:
+        except Exception as e:  # a failed request is an answer, never the runner's end
             msg = str(e) if isinstance(e, PathError) else f"{type(e).__name__}: {e}"
             self.send({"id": req["id"], "ok": False, "error": msg})
 
@@ -226,63 +284,69 @@ class Runner:
         if os.environ.get("DSV4_HOST_PATH"):
             env["PATH"] = os.environ["DSV4_HOST_PATH"]
         env.update(req.get("env") or {})
-        # The OOM killer should pick the command, never this runner: raise the command's score.
-        script = (
-            "echo 500 >/proc/self/oom_score_adj 2>/dev/null; "
-            'exec timeout --kill-after="$0" "$1" bash -c "$2"'
-        )
-        argv = ["sh", "-c", script, f"{req['kill_after']}s", f"{req['timeout']}s", req["command"]]
-        r, w = os.pipe()
+        argv = [
+            "/bin/sh",
+            "-c",
+            SCRIPT,
+            f"{req['kill_after']}s",
+            f"{req['timeout']}s",
+            req["command"],
+            workdir,
+        ]
         stdin = req.get("stdin")
+        r, w = os.pipe()
+        in_r = in_w = None
+        if stdin is not None:
+            in_r, in_w = os.pipe()
+            stdin_action = (os.POSIX_SPAWN_DUP2, in_r, 0)
+        else:
+            stdin_action = (os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0)
+        # Every fd of this process is close-on-exec, so the command inherits only these three.
+        actions = [stdin_action, (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
         notice = None
+        pid = None
+        error = None
         for attempt in range(3):
             try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=workdir,
-                    env=env,
-                    stdout=w,
-                    stderr=w,
-                    stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                    start_new_session=True,
-                    close_fds=True,
-                )
+                pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
                 break
-            except BlockingIOError:  # EAGAIN from fork: the pids limit is reached
+            except BlockingIOError:  # EAGAIN: the pids limit is reached
                 if attempt == 0:
                     notice = self.reclaim()
                 time.sleep(0.3)
             except OSError as e:
-                os.close(r)
-                os.close(w)
-                self.send({"id": req["id"], "ok": False, "error": f"cannot start: {e}"})
-                return
-        else:
-            os.close(r)
-            os.close(w)
+                error = f"cannot start the command: {e}"
+                break
+        for fd in (w, in_r):
+            if fd is not None:
+                os.close(fd)
+        if pid is None:
+            for fd in (r, in_w):
+                if fd is not None:
+                    os.close(fd)
             self.send(
                 {
                     "id": req["id"],
                     "ok": False,
-                    "error": (
+                    "error": error
+                    or (
                         "cannot start the command: the sandbox is at its process limit, and "
                         "killing what earlier commands left running did not free enough"
                     ),
                 }
             )
             return
-        os.close(w)
         os.set_blocking(r, False)
-        job = Job(req, proc, r, os.pidfd_open(proc.pid), Capture(req["head"], req["tail"]))
+        job = Job(req, pid, r, os.pidfd_open(pid), Capture(req["head"], req["tail"]))
         job.notice = notice
-        self.jobs[proc.pid] = job
-        self.sel.register(r, selectors.EVENT_READ, ("out", job))
-        self.sel.register(job.pidfd, selectors.EVENT_READ, ("pid", job))
-        if stdin is not None:
-            job.stdin_fd = proc.stdin.fileno()
+        self.jobs[pid] = job
+        self.watch(r, IN, "out", job)
+        self.watch(job.pidfd, IN, "pid", job)
+        if in_w is not None:
+            job.stdin_fd = in_w
             job.stdin_data = memoryview(stdin.encode())
-            os.set_blocking(job.stdin_fd, False)
-            self.sel.register(job.stdin_fd, selectors.EVENT_WRITE, ("feed", job))
+            os.set_blocking(in_w, False)
+            self.watch(in_w, OUT, "feed", job)
 
     def feed(self, job):
         try:
@@ -298,8 +362,8 @@ class Runner:
 
     def close_stdin(self, job):
         if job.stdin_fd is not None:
-            self.sel.unregister(job.stdin_fd)
-            job.proc.stdin.close()
+            self.unwatch(job.stdin_fd)
+            os.close(job.stdin_fd)
             job.stdin_fd = None
 
     def read_output(self, job):
@@ -310,7 +374,7 @@ class Runner:
                 return
             if not data:
                 job.eof = True
-                self.sel.unregister(job.out_fd)
+                self.unwatch(job.out_fd)
                 os.close(job.out_fd)
                 self.maybe_finish(job)
                 return
@@ -322,15 +386,14 @@ class Runner:
                 pass
         except BlockingIOError:
             return
-        self.sel.unregister(fd)
+        self.unwatch(fd)
         os.close(fd)
 
     def reap(self, job):
-        _, status = os.waitpid(job.proc.pid, 0)
-        job.proc.returncode = 0  # reaped here; keeps Popen from waiting again
+        _, status = os.waitpid(job.pid, 0)
         job.status = status
         job.ended = time.monotonic()
-        self.sel.unregister(job.pidfd)
+        self.unwatch(job.pidfd)
         os.close(job.pidfd)
         self.close_stdin(job)
         elapsed = job.ended - job.started
@@ -338,7 +401,7 @@ class Runner:
             os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 124
         ):
             job.timed_out = True
-            kill_group(job.proc.pid)  # stragglers that left the timeout's reach
+            kill_group(job.pid)  # stragglers that left the timeout's reach
         else:
             job.timed_out = False
         if job.eof:
@@ -351,10 +414,10 @@ class Runner:
         for job in list(self.jobs.values()):
             if job.status is None:
                 if now > job.started + job.req["timeout"] + job.req["kill_after"] + BACKSTOP_S:
-                    kill_group(job.proc.pid)  # `timeout` itself is stuck or gone
+                    kill_group(job.pid)  # `timeout` itself is stuck or gone
             elif not job.eof and now >= job.ended + GRACE_S:
                 # A background process still holds the pipe: answer now, keep draining.
-                self.sel.modify(job.out_fd, selectors.EVENT_READ, ("drain", None))
+                self.fds[job.out_fd] = ("drain", None)
                 job.eof = True
                 self.finish(job)
 
@@ -374,11 +437,11 @@ class Runner:
         )
 
     def finish(self, job):
-        if self.jobs.pop(job.proc.pid, None) is None:
+        if self.jobs.pop(job.pid, None) is None:
             return
         if not job.timed_out:
             self.left_behind = [g for g in self.left_behind[-200:] if group_alive(g)]
-            self.left_behind.append(job.proc.pid)
+            self.left_behind.append(job.pid)
         status = job.status
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + sig
@@ -390,7 +453,7 @@ class Runner:
                 "id": job.req["id"],
                 "ok": True,
                 "exit_code": code,
-                "signal": signal.Signals(sig).name if sig else None,
+                "signal": SIGNALS.get(sig, f"SIG{sig}") if sig else None,
                 "timed_out": job.timed_out,
                 "oom_killed": sig == 9 and oom_kills() > job.oom_before,
                 "output": output,
@@ -415,7 +478,7 @@ def kill_group(pgid):
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
         try:
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(pgid, SIGKILL)
         except OSError:
             return
         time.sleep(0.005)
@@ -518,6 +581,8 @@ def op_list(req):
 
 
 def op_search(req):
+    import re
+
     pattern = re.compile(req["pattern"], re.IGNORECASE if req.get("ignore_case") else 0)
     top = resolve(req.get("path") or ".")
     cap, glob = req.get("limit", 200), req.get("glob")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import marshal
 import threading
 import uuid
 from collections.abc import Callable
@@ -172,7 +173,8 @@ class RunnerClient:
             rid = next(self._ids)
             self._pending[rid] = fut
             try:
-                self._send(json.dumps({"id": rid, "op": op, **fields}).encode() + b"\n")
+                frame = marshal.dumps({"id": rid, "op": op, **fields})
+                self._send(len(frame).to_bytes(4, "big") + frame)
             except OSError as e:
                 self._pending.pop(rid, None)
                 self._fail_all(f"could not write to the runner: {e}")
@@ -185,11 +187,14 @@ class RunnerClient:
             raise TimeoutError(f"the runner did not answer {op} within {wait:.1f} s") from None
 
     def feed(self, data: bytes) -> None:
-        """Bytes of the runner's stdout, from the reader thread."""
+        """Bytes of the runner's stdout, from the reader thread (JSON lines: the sandbox is not
+        trusted, so nothing it sends is unmarshalled). Raises ValueError on garbage."""
         self._buf += data
         while b"\n" in self._buf:
             line, self._buf = self._buf.split(b"\n", 1)
             msg = json.loads(line)
+            if not isinstance(msg, dict):
+                raise ValueError(f"runner sent {line[:80]!r}, not a JSON object")
             with self._lock:
                 fut = self._pending.pop(msg.get("id"), None)
             if fut is not None:
