@@ -61,3 +61,11 @@ def test_a_killed_runner_is_restarted_and_says_so(local):
     assert r.exit_code is None and "runner died" in r.notice
     r = local.exec("echo back", timeout=5)
     assert r.output == "back\n"
+
+
+def test_any_bytes_come_back_intact_or_replaced(local):
+    r = local.exec(r"printf 'tab\t\"quote\" back\\slash \x01 é \xff\n'", timeout=5)
+    assert r.output == 'tab\t"quote" back\\slash \x01 é \ufffd\n'
+    local.exec(r"""touch "$(printf 'bad\xffname')" """, timeout=5)
+    names = [e["path"] for e in local.list_files(".")["entries"]]
+    assert any(n.startswith("bad") for n in names)
