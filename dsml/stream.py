@@ -124,6 +124,7 @@ class StreamParser:
         self._call: _Call | None = None
         self._n_calls = 0
         self._no_opener_at = -1  # absolute offset where text must not re-open a block
+        self._stray_end = -1  # where the last run of stray text in a block ended
         # Value state.
         self._closer = ""
         self._param = ""
@@ -328,6 +329,12 @@ class StreamParser:
     def _block(self, buf: str, pos: int, final: bool) -> tuple[int, bool]:
         """Between tags: read one whole tag and act on it."""
         n = len(buf)
+        if self._base + pos == self._stray_end:  # a run of stray text goes on to the next "<"
+            k = buf.find("<", pos)
+            if k < 0:
+                self._stray_end = self._base + n
+                return n, False
+            pos = k
         start = pos
         while pos < n and buf[pos] in _WS:
             pos += 1
@@ -470,6 +477,7 @@ class StreamParser:
             k = buf.find("<", pos + 1)
             end = len(buf) if k < 0 else k
             self._repair("stray_text", at, "ignored text inside the tool-call block")
+            self._stray_end = self._base + end
             return end
         # A bare invoke sequence ends where ordinary text resumes.
         self._no_opener_at = at
