@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from pydantic import BaseModel, Field
 
@@ -158,7 +158,10 @@ class RunnerClient:
     def __init__(self, send: Callable[[bytes], None], close: Callable[[], None]) -> None:
         self._send = send
         self._close = close
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _pending and dead
+        # Writes have their own lock: a writer blocked on a full pipe must not keep the reader
+        # thread from matching answers, or runner and host would wait on each other.
+        self._send_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._pending: dict[int, Future[dict[str, Any]]] = {}
         self._buf = b""
@@ -172,13 +175,13 @@ class RunnerClient:
                 raise RunnerGone(self.dead)
             rid = next(self._ids)
             self._pending[rid] = fut
-            try:
-                frame = marshal.dumps({"id": rid, "op": op, **fields})
+        frame = marshal.dumps({"id": rid, "op": op, **fields})
+        try:
+            with self._send_lock:
                 self._send(len(frame).to_bytes(4, "big") + frame)
-            except OSError as e:
-                self._pending.pop(rid, None)
-                self._fail_all(f"could not write to the runner: {e}")
-                raise RunnerGone(self.dead) from e
+        except OSError as e:
+            self.closed(f"could not write to the runner: {e}")
+            raise RunnerGone(self.dead) from e
         try:
             return fut.result(timeout=wait)
         except FutureTimeout:
@@ -337,12 +340,18 @@ class RunnerSandbox:
             "search", pattern=pattern, path=path, glob=glob, ignore_case=ignore_case, limit=limit
         )
 
-    def __enter__(self):  # noqa: ANN204 - returns the subclass
-        self.start()  # type: ignore[attr-defined]
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()  # type: ignore[attr-defined]
+        self.stop()
 
 
 def _join(a: str | None, b: str) -> str:

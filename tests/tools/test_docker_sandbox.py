@@ -205,3 +205,16 @@ def test_host_bind_files_are_untouched_by_absolute_paths(tmp_path: Path, docker_
     r = docker_sandbox.exec(f"echo evil > {marker}; ls {tmp_path}", timeout=10)
     assert r.exit_code != 0
     assert marker.read_text() == "host"
+
+
+def test_large_files_go_both_ways_concurrently(docker_sandbox):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def roundtrip(i: int) -> bool:
+        text = f"{i:04d}" * 500_000  # 2 MB each way
+        docker_sandbox.write_file(f"big/{i}.txt", text)
+        return docker_sandbox.read_file(f"big/{i}.txt") == text
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert all(pool.map(roundtrip, range(16)))
+    docker_sandbox.exec("rm -r big", timeout=10)
