@@ -27,10 +27,10 @@ from tools.engine import (
     SANDBOX_UID,
     WORK_DIR,
     EngineError,
-    docker_client,
     engine_answers,
     ensure_engine,
     image_name,
+    shared_client,
 )
 from tools.sandbox import (
     RUNNER_SOURCE,
@@ -103,7 +103,7 @@ class DockerSandbox(RunnerSandbox):
                 return
             if self.config.docker_host is None:
                 _ensure_engine_once()
-            self._client = docker_client(self.config.docker_host)
+            self._client = shared_client(self.config.docker_host)
             fresh_volume = self._create_container()
             if fresh_volume and self.config.project_dir and self.config.mount == "copy":
                 self._copy_in(self.config.project_dir)
@@ -117,7 +117,7 @@ class DockerSandbox(RunnerSandbox):
             if self._rc is not None:
                 self._rc.shutdown()
                 self._rc = None
-            client = self._client or docker_client(self.config.docker_host)
+            client = self._client or shared_client(self.config.docker_host)
             try:
                 client.api.remove_container(self.container_name, force=True)
             except docker.errors.NotFound:
@@ -245,7 +245,7 @@ class DockerSandbox(RunnerSandbox):
             try:
                 if not engine_answers(self.config.docker_host):
                     self._bring_engine_back()
-                    self._client = docker_client(self.config.docker_host)
+                    self._client = shared_client(self.config.docker_host)
                 state = self._client.containers.get(self.container_name).status  # type: ignore
             except docker.errors.NotFound:
                 state = "removed"

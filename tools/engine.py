@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,6 +119,19 @@ def docker_client(base_url: str | None = None, timeout: float = 60) -> docker.Do
     import docker
 
     return docker.DockerClient(base_url=base_url or f"unix://{DOCKER_SOCKET}", timeout=timeout)
+
+
+_shared: dict[str, docker.DockerClient] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(base_url: str | None = None) -> docker.DockerClient:
+    """One client per engine for this process: making one costs a round trip (API version)."""
+    key = base_url or ""
+    with _shared_lock:
+        if key not in _shared:
+            _shared[key] = docker_client(base_url)
+        return _shared[key]
 
 
 def _ensure_packages(say: Progress) -> bool:
