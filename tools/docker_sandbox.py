@@ -18,6 +18,7 @@ import struct
 import tarfile
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -118,15 +119,20 @@ class DockerSandbox(RunnerSandbox):
                 self._rc.shutdown()
                 self._rc = None
             client = self._client or shared_client(self.config.docker_host)
-            try:
-                client.api.remove_container(self.container_name, force=True)
-            except docker.errors.NotFound:
-                pass
+            removals = [lambda: client.api.remove_container(self.container_name, force=True)]
             if self.config.mount == "copy" and not keep_volume:
+                removals.append(lambda: client.api.remove_volume(self.volume_name, force=True))
+            for remove in removals:
                 try:
-                    client.volumes.get(self.volume_name).remove(force=True)
+                    remove()
                 except docker.errors.NotFound:
                     pass
+                except Exception as e:  # the engine may be down: stopping must not fail
+                    warnings.warn(
+                        f"sandbox {self.container_name}: cleanup failed ({e}); "
+                        "`dsv4 sandbox prune` removes it later",
+                        stacklevel=2,
+                    )
             self._return_ownership()
             self._container_id = None
 
