@@ -344,6 +344,11 @@ class StreamParser:
         at = self._base + pos
         if buf[pos] != "<":
             return self._not_a_tag(buf, pos, at), True
+        if buf.startswith(EOS, pos):
+            self._eos_in_block(at)
+            return pos + len(EOS), False
+        if not final and n - pos < len(EOS) and EOS.startswith(buf[pos:]):
+            return pos, False
         fast = self._reference_tag(buf, pos, at)
         if fast >= 0:
             return fast, True
@@ -388,6 +393,21 @@ class StreamParser:
             self._on_parameter(prefix, attrs, at)
         self._after_tag = closing + name
         return pos, True
+
+    def _eos_in_block(self, at: int) -> None:
+        """EOS before the block was closed: an open invoke is an error, the rest is kept."""
+        call = self._call
+        if call is not None:
+            self._repair_or_fail("unclosed_invoke", at, "the turn ended inside an invoke")
+            call.problem = call.problem or (
+                "malformed",
+                "the turn ended before </invoke>; close every invoke, then the block",
+                call.start,
+            )
+            self._finish_call(at)
+        elif self._wrapped:
+            self._repair_or_fail("unclosed_block", at, "the turn ended before the block closed")
+        self._end_turn("eos")
 
     def _reference_tag(self, buf: str, pos: int, at: int) -> int:
         """The common case, spelled as the reference writes it, in one step (-1: not it).
@@ -722,7 +742,7 @@ class StreamParser:
                 kind=kind,
                 message=message,
                 offset=offset,
-                arguments=args,
+                arguments=None if kind == "truncated" else args,  # no half-built arguments
             )
         )
         self._events.append(ToolCallFinished(call.index, call.id, call.name, None, message))

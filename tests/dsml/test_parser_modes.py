@@ -202,3 +202,14 @@ def test_special_tokens_arriving_whole_as_token_pieces() -> None:
         WANT
     ]
     assert type(events[-1]).__name__ == "TurnEnded" and events[-1].reason == "eos"
+
+
+def test_eos_inside_an_open_invoke_fails_that_call_only() -> None:
+    first = CALL
+    open_call = f'<{D}invoke name="f">\n<{D}parameter name="a" string="true">z</{D}parameter>\n'
+    text = "Sure.\n\n" + first + "\n" + open_call + EOS
+    turn = _both(text)
+    assert [c.arguments for c in turn.tool_calls] == [WANT]
+    (error,) = turn.errors
+    assert error.index == 1 and "ended before </invoke>" in error.message
+    assert "unclosed_invoke" in [r.kind for r in turn.repairs] and not turn.truncated

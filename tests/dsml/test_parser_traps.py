@@ -125,6 +125,7 @@ def test_cut_off_output_leaves_no_marker_and_no_half_call() -> None:
             if end > text.index("<", len("Answer.")):
                 assert turn.truncated
             for e in turn.errors:
+                assert e.arguments is None  # no half-built arguments, even for display
                 assert e.name in (None, "first", "second")
                 assert "cut off" in e.message
 

@@ -8,8 +8,11 @@ D = "｜DSML｜"
 
 
 def _texts(events) -> list[str]:
-    return [e.text for e in events if isinstance(e, (ContentDelta, ReasoningDelta,
-                                                     ToolCallArgumentDelta))]
+    return [
+        e.text
+        for e in events
+        if isinstance(e, (ContentDelta, ReasoningDelta, ToolCallArgumentDelta))
+    ]
 
 
 def test_text_that_cannot_begin_a_tag_is_emitted_at_once() -> None:
