@@ -43,7 +43,11 @@ class LocalSandbox(RunnerSandbox):
                 self._rc.shutdown()
                 self._rc = None
             if self._proc is not None:
-                self._proc.wait(timeout=30)  # it ends once its stdin closes and its jobs end
+                try:  # closing its stdin makes it kill its commands and leave
+                    self._proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
                 self._proc = None
 
     def _spawn(self) -> RunnerClient:

@@ -245,9 +245,11 @@ class Runner:
             data = os.read(0, READ_CHUNK)
         except BlockingIOError:
             return
-        if not data:  # the host went away: finish what runs, then leave
+        if not data:  # the host stopped the sandbox: end every command, as removing it would
             self.unwatch(0)
             self.running = False
+            for pgid in [*self.jobs, *self.left_behind]:
+                kill_group(pgid)
             return
         self.inbuf += data
         while len(self.inbuf) >= 4:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +70,15 @@ def test_any_bytes_come_back_intact_or_replaced(local):
     local.exec(r"""touch "$(printf 'bad\xffname')" """, timeout=5)
     names = [e["path"] for e in local.list_files(".")["entries"]]
     assert any(n.startswith("bad") for n in names)
+
+
+def test_stop_ends_running_and_background_commands(tmp_path):
+    sandbox = LocalSandbox(tmp_path)
+    sandbox.start()
+    sandbox.exec("sleep 300 & echo $! > bg.pid", timeout=10)
+    pid = int(sandbox.read_file("bg.pid"))
+    t0 = time.monotonic()
+    sandbox.stop()
+    assert time.monotonic() - t0 < 5
+    stat = Path(f"/proc/{pid}/stat")
+    assert not stat.exists() or stat.read_text().split()[2] == "Z"
