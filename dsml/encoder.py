@@ -85,6 +85,10 @@ def render_suffix(
     user/tool turn followed by the assistant's reply in `new`), the format is append-only and
     this never raises.
     """
+    if history and _append_only_by_construction(history, new, thinking_mode, encoder_kwargs):
+        # Render only the new messages, in the context of the history: linear in `new`
+        # for the rendering, however long the task has grown.
+        return encode_messages(new, thinking_mode, context=history, **encoder_kwargs)
     old = encode_messages(history, thinking_mode, **encoder_kwargs)
     full = encode_messages([*history, *new], thinking_mode, **encoder_kwargs)
     if full.startswith(old):
@@ -98,6 +102,34 @@ def render_suffix(
         "that turn (send them in one batch, before the model answers).",
         position=pos,
     )
+
+
+def _append_only_by_construction(
+    history: Sequence[MessageLike], new: Sequence[MessageLike], mode: str, kw: dict[str, Any]
+) -> bool:
+    """Whether the format guarantees that `history` renders the same with `new` after it.
+
+    True when no earlier reasoning can be dropped (chat mode, drop_thinking=False, or tools
+    present in a dialect that then keeps reasoning), the dialect writes a turn's transition
+    only where the model speaks next, and `history` ends at a turn boundary: its last message
+    is an assistant turn, or `new` opens with one (or a latest_reminder), so no user turn is
+    joined or loses its transition."""
+    dialect = kw.get("dialect", V4)
+    if "context" in kw or dialect.transition != "where_model_speaks":
+        return False
+    keeps_reasoning = (
+        mode == "chat"
+        or not kw.get("drop_thinking", True)
+        or (dialect.tools_keep_reasoning and any(_field(m, "tools") for m in (*history, *new)))
+    )
+    return keeps_reasoning and (
+        _field(history[-1], "role") == "assistant"
+        or (bool(new) and _field(new[0], "role") in ("assistant", "latest_reminder"))
+    )
+
+
+def _field(msg: MessageLike, name: str) -> Any:
+    return msg.get(name) if isinstance(msg, dict) else getattr(msg, name, None)
 
 
 # --------------------------------------------------------------------------- normalisation
