@@ -121,7 +121,8 @@ def uses_muon(name: str, p: torch.Tensor) -> bool:
     """
     if p.ndim < 2:
         return False
-    return name not in _ADAMW_MATRICES and not name.endswith(".ape")
+    # By suffix: a wrapper module may prefix the official names (e.g. `model.embed.weight`).
+    return not any(name == n or name.endswith("." + n) for n in (*_ADAMW_MATRICES, "ape"))
 
 
 def build_optimizer(

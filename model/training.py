@@ -160,9 +160,52 @@ def compute_losses(
     main = masked_ce(logits[:, :-1], ids[:, 1:], mask[:, 1:])
     if mtp_logits is None:
         return main, main, None
-    # mtp_logits[:, t] drafts token t + 2.
-    mtp = masked_ce(mtp_logits[:, :-2], ids[:, 2:], mask[:, 2:])
+    # mtp_logits[:, t] drafts token t + 2 (its length may be T or T - 1).
+    t = ids.shape[1]
+    mtp = masked_ce(mtp_logits[:, : t - 2], ids[:, 2:], mask[:, 2:])
     return main + mtp_weight * mtp, main, mtp
+
+
+class V4ForTraining(nn.Module):
+    """A DeepseekV4 seen by the trainer: `forward(ids, return_mtp)` with gradients everywhere.
+
+    The whole sequence goes through the model in one step from empty caches (the inference
+    `forward` works under no_grad in chunks). Parameter names get the prefix `model.`;
+    `model.muon.uses_muon` matches by suffix, so the Muon/AdamW split is unchanged.
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor, return_mtp: bool = False):
+        m = self.model
+        streams = m.forward_streams(ids, [m.new_cache() for _ in range(ids.shape[0])])
+        logits = m.logits_from_streams(streams)
+        if not return_mtp:
+            return logits
+        return logits, self._mtp_logits(streams[:, :-1], ids[:, 1:])
+
+    def _mtp_logits(self, streams: torch.Tensor, next_ids: torch.Tensor) -> torch.Tensor:
+        """The MTP draft as `DeepseekV4.mtp_logits` computes it, with gradients."""
+        from model.cache import SequenceCache
+        from model.hyper_connections import hc_head_collapse
+
+        m, cfg = self.model, self.model.cfg
+        mtp = m.mtp[0]
+        x = mtp.e_proj(mtp.enorm(m.embed(next_ids))).unsqueeze(-2) + mtp.h_proj(mtp.hnorm(streams))
+        one = cfg.model_copy(update={"compress_ratios": cfg.mtp_ratios, "n_layers": 1})
+        caches = [SequenceCache.empty(one).layers[0] for _ in range(x.shape[0])]
+        x = mtp(x, next_ids, [0] * x.shape[0], caches, quant_sim=m.quant_sim)
+        y = hc_head_collapse(
+            x,
+            mtp.hc_head_fn,
+            mtp.hc_head_base,
+            mtp.hc_head_scale,
+            eps=cfg.hc_eps,
+            norm_eps=cfg.norm_eps,
+        )
+        return m.head(mtp.norm(y)).float()
 
 
 class Trainer:

@@ -23,8 +23,11 @@ ANSWER_THOUGHT = "The output is the answer. I will submit it."
 
 
 def tool_output(result_text: str) -> str:
-    """The command's own output inside a bash tool result (the result's framing removed)."""
-    return result_text.strip()
+    """The command's own output inside a bash tool result: without the `[exit code N]` line."""
+    lines = result_text.rstrip("\n").split("\n")
+    if lines and lines[-1].startswith("[exit code"):
+        lines = lines[:-1]
+    return "\n".join(lines).strip()
 
 
 @dataclass

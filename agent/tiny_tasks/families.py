@@ -136,13 +136,14 @@ def append_line(rng: random.Random) -> Task:
 
 
 def replace_line(rng: random.Random) -> Task:
-    path, lines = _path(rng), _lines(rng, rng.randint(3, 6))
-    i = rng.randrange(len(lines))
-    old, new = lines[i], " ".join(_words(rng, rng.randint(1, 3)))
-    while new in lines:
-        new = " ".join(_words(rng, rng.randint(1, 3)))
-    # The old line must be unique for a single replacement to be what was asked.
-    lines = [line for j, line in enumerate(lines) if j == i or line != old]
+    path = _path(rng)
+    while True:
+        lines = _lines(rng, rng.randint(3, 6))
+        old, new = rng.choice(lines), " ".join(_words(rng, rng.randint(1, 3)))
+        # edit_file replaces a text that occurs exactly once: the old line must be unique, even
+        # as a substring of the other lines.
+        if _text(lines).count(old) == 1 and new not in lines:
+            break
     out = [new if line == old else line for line in lines]
     return Task(
         "replace_line",
@@ -151,7 +152,7 @@ def replace_line(rng: random.Random) -> Task:
         [
             Step(
                 "edit_file",
-                {"path": path, "old": old, "new": new},
+                {"path": path, "old_str": old, "new_str": new},
                 f"I will edit the line in {path}.",
             )
         ],
@@ -266,7 +267,7 @@ def fix_typo(rng: random.Random) -> Task:
         [
             Step(
                 "edit_file",
-                {"path": f"{module}.py", "old": bad, "new": good},
+                {"path": f"{module}.py", "old_str": bad, "new_str": good},
                 f"I will fix the typo in {module}.py.",
             ),
             Step("bash", {"command": f"python3 {test_name}"}, "I will run the test."),

@@ -52,8 +52,8 @@ def tool_tags(tools: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def prompt_lines(system_text: str, min_chars: int = 8) -> list[str]:
-    """The lines of a (fixed) system prompt worth a token of their own."""
-    return [line for line in system_text.split("\n") if len(line) >= min_chars]
+    """The lines (newline included) of a fixed system prompt worth a token of their own."""
+    return [line for line in system_text.splitlines(keepends=True) if len(line) >= min_chars]
 
 
 def build_tokenizer(

@@ -76,7 +76,7 @@ def test_param_split_follows_v4_names():
         "hc_attn_fn": True,
         "hc_attn_base": False,
         "hc_attn_scale": False,
-        "ape": True,  # top-level name without a dot prefix: only `.ape` in a module is a bias
+        "ape": False,
     }
     assert uses_muon("layers.2.attn.compressor.ape", torch.zeros(4, 8)) is False
     assert uses_muon("layers.0.ffn.experts.3.w1.weight", torch.zeros(8, 4)) is True
