@@ -1,17 +1,20 @@
 """Agent overhead per step, and step time against session length.
 
 Part 1, overhead (scripted backend, a trivial tool, no sandbox work): one long session in which
-every step calls a `noop` tool. A step's overhead is its wall time (from one `step_started` event
-to the next) minus the time inside the backend generating (the scripted backend's `extend`, less
-the time spent in the agent's streaming callback, which is the agent's own work) and minus the
-time inside the tool. Reported as the median and p90 over a window of steps ending at each
-history length, with the journal (fsync per event) on and off. Beside it, as the reference, the
-time to re-render the whole conversation at that length (`dsml.encode_messages`), which an agent
-that rewrites its trajectory every step pays on top.
+every step calls a `noop` tool. A step's overhead is its time (from one call of the backend to
+the next; the last step ends when `run` returns) minus the time inside the backend generating
+(the scripted backend's `extend`, less the time spent in the agent's streaming callback, which is
+the agent's own work) and minus the time inside the tool. Reported as the median and p90 over a
+window of steps ending at each history length, with the journal (durable, fsync'd) on and off.
+Beside it, as the reference, the time to re-render the whole conversation at that length
+(`dsml.encode_messages`), which an agent that rewrites its trajectory every step pays on top.
 
-Part 2, step time against k (embedded tiny model): see `step_time_table`.
+Part 2, step time against k (embedded backend, the untrained tiny model): one 200-step session
+in which each step appends a tool-result turn and writes 32 tokens; the time of step k with the
+session's cache (only the new tokens prefilled) beside the same step re-prefilling the whole
+token history on a fresh session.
 
-    .venv/bin/python bench/agent_bench.py [--steps 2000] [--window 50]
+    .venv/bin/python bench/agent_bench.py [--steps 2000] [--window 50] [--model-steps 200]
 """
 
 from __future__ import annotations
@@ -94,8 +97,11 @@ class TimedSession:
 
     inner: Any
     model_seconds: list[tuple[float, float]] = field(default_factory=list)
+    starts: list[tuple[float, float]] = field(default_factory=list)
+    """When each call began: a step runs from one call to the next."""
 
     def extend(self, request: Any, on_text: Any, cancel: Any) -> Any:
+        self.starts.append(now())
         in_callback = [0.0, 0.0]
 
         def timed_on_text(text: str) -> None:
@@ -153,14 +159,12 @@ def run_overhead(steps: int, journal: bool, directory: Path) -> OverheadRun:
         limits={"max_steps": steps, "max_format_failures": 1},
         save_cache=False,
     )
-    step_starts: list[tuple[float, float]] = []
     context_tokens: list[int] = []
     events = [0]
 
     def on_event(event: Any) -> None:
         events[0] += 1
         if isinstance(event, StepStarted):
-            step_starts.append(now())
             context_tokens.append(event.context_tokens)
 
     agent = Agent(
@@ -179,7 +183,7 @@ def run_overhead(steps: int, journal: bool, directory: Path) -> OverheadRun:
     # The submit step's tool is the real submit tool; count its time as tool time too (~0).
     tool_s = [*noop.seconds, (0.0, 0.0)]
     return OverheadRun(
-        step_starts, backend.timed.model_seconds, tool_s, end,
+        backend.timed.starts, backend.timed.model_seconds, tool_s, end,
         agent.conversation.messages, context_tokens, events[0],
     )  # fmt: skip
 
@@ -211,7 +215,7 @@ def overhead_table(steps: int, window: int) -> None:
         "rewrites its trajectory each step pays on top).\n"
     )
     print("| step | context tokens | CPU, no journal | wall, no journal | CPU, journal "
-          "| wall, journal (fsync per event) | re-render whole history |")  # fmt: skip
+          "| wall, journal | re-render whole history |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|")
     messages = runs[False].messages
     for mark in marks:
@@ -226,12 +230,87 @@ def overhead_table(steps: int, window: int) -> None:
         print(f"| {mark} | {ctx} | {' | '.join(cells)} | {rerender:.2f} |")
 
 
+TOOL_RESULT_SUFFIX = (
+    "<｜end▁of▁sentence｜><｜User｜><tool_result>exit code 0\nok</tool_result>"
+    "<｜Assistant｜><think>"
+)
+"""What each later step appends: the untrained model writes noise, so the step's prompt is a
+fixed, realistic tool-result turn (closing the model's turn, as the agent does for a cut-off
+one) rather than whatever the loop would make of the noise."""
+
+
+def step_time_table(steps: int, gen_tokens: int, marks: list[int], threads: int) -> None:
+    """The embedded backend's step k against k, over one session, with its cache (each step
+    prefills only the new suffix) and re-prefilling the same token history from nothing."""
+    import torch
+
+    from agent.backends.base import CancelToken, StepRequest
+    from agent.backends.embedded import EmbeddedBackend, untrained_tiny_model
+    from model import ModelConfig, SamplingParams
+
+    # Measured here: on cores that other processes also use, torch's default thread pool spins
+    # and small forwards run tens of times slower than on one thread.
+    torch.set_num_threads(threads)
+    model, tokenizer = untrained_tiny_model(ModelConfig)
+    backend = EmbeddedBackend(model, tokenizer, model_name="untrained-tiny", context_limit=1 << 20)
+    session = backend.open_session()
+    first = dsml.encode_messages(
+        [
+            dsml.SystemMessage(content=AgentConfig().system_prompt, tools=[NoopTool().spec()]),
+            dsml.UserMessage(content="Call the noop tool once per step, then submit."),
+        ],
+        "thinking",
+    )
+    rows = []
+    for k in range(1, steps + 1):
+        prompt = first if k == 1 else TOOL_RESULT_SUFFIX
+        history = session.session.token_ids
+        request = StepRequest(prompt=prompt, messages=[], tools=[], max_tokens=gen_tokens)
+        started = time.perf_counter()
+        completion = session.extend(request, lambda _text: None, CancelToken())
+        reuse_s = time.perf_counter() - started
+        if k in marks:
+            # The same step from nothing: a fresh engine session prefills the whole history
+            # plus this step's prompt, then writes as many tokens as the cached run did.
+            ids = history + tokenizer.encode(prompt)
+            fresh = backend.engine.new_session()
+            started = time.perf_counter()
+            backend.engine.extend(fresh, ids)
+            backend.engine.generate(fresh, completion.generated_tokens, SamplingParams())
+            reprefill_s = time.perf_counter() - started
+            rows.append((k, len(ids), completion.prompt_tokens - completion.cached_tokens,
+                         completion.generated_tokens, reuse_s, reprefill_s))  # fmt: skip
+    print(f"\n## Step time against k: embedded untrained tiny model, {steps}-step session\n")
+    print(
+        f"Each step appends its prompt and writes up to {gen_tokens} tokens (greedy). Cache "
+        "reuse: the session's cache, only the new tokens prefilled (what the agent does). "
+        "Re-prefill: the same step on a fresh session that prefills the whole history first. "
+        f"{threads} torch thread(s), {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} at the end.\n"
+    )
+    print("| step k | context tokens | new prompt tokens | generated | cache reuse, s "
+          "| re-prefill, s | ratio |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for k, ctx, new, gen, reuse, reprefill in rows:
+        print(f"| {k} | {ctx} | {new} | {gen} | {reuse:.3f} | {reprefill:.3f} "
+              f"| {reprefill / reuse:.1f}x |")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="steps of the overhead session")
     parser.add_argument("--window", type=int, default=50, help="steps per table row")
+    parser.add_argument("--model-steps", type=int, default=200, help="steps of the model session")
+    parser.add_argument("--gen-tokens", type=int, default=32, help="tokens written per step")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (model part)")
+    parser.add_argument("--part", choices=("all", "overhead", "model"), default="all")
     args = parser.parse_args(argv)
-    overhead_table(args.steps, args.window)
+    if args.part in ("all", "overhead"):
+        overhead_table(args.steps, args.window)
+    if args.part in ("all", "model"):
+        marks = sorted({1, 2, 5, 10, 25, 50, 100, 150, args.model_steps} & set(
+            range(1, args.model_steps + 1)))  # fmt: skip
+        step_time_table(args.model_steps, args.gen_tokens, marks, args.threads)
     return 0
 
 

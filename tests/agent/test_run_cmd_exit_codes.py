@@ -145,7 +145,9 @@ def test_an_unknown_backend_is_a_usage_error(capsys: pytest.CaptureFixture) -> N
 def test_readme_main_job_ends_with_a_clear_status(tmp_path: Path) -> None:
     """`dsv4 run --example fix-off-by-one` with the default (embedded) backend: whatever the
     model writes, or if it cannot be loaded, the run ends with a status and never a traceback."""
-    env = {**os.environ, "DSV4_SESSIONS_DIR": str(tmp_path / "sessions")}
+    # One torch thread: on cores shared with other test processes torch's default pool spins
+    # and the tiny model's forwards run tens of times slower (measured on the 2-core CI boxes).
+    env = {**os.environ, "DSV4_SESSIONS_DIR": str(tmp_path / "sessions"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "agent.cli", "run", "--example", "fix-off-by-one"],
         capture_output=True, text=True, env=env, timeout=600,
