@@ -218,8 +218,8 @@ EventSink = Callable[[TaskSpec, Event], None]
 
 
 class TaskRunner:
-    """Runs one task at a time end to end; `run` keeps no state between calls, so several threads
-    may share one runner."""
+    """Runs tasks end to end; `run` keeps no state between calls (only `cancel` sets some), so
+    several threads may share one runner."""
 
     def __init__(
         self,

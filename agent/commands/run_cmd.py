@@ -62,9 +62,14 @@ def add_agent_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--script",
         type=Path,
-        help="scripted backend: JSON list of completions (examples use their own)",
+        help="scripted backend: a folder of NN.dsml completions or a JSON file of them "
+        "(example and batch tasks replay their own reference/ when none is given)",
     )
-    p.add_argument("--max-steps", type=int, help="stop after this many model calls")
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        help="stop after this many model calls (a task.toml's own [limits] win over it)",
+    )
     p.add_argument(
         "--approval",
         choices=("ask", "auto-edit", "auto"),
