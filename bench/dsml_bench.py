@@ -168,8 +168,12 @@ def main() -> None:
     ap.add_argument("--completions", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
-                    help="process CPU time (default) or wall-clock time")
+    ap.add_argument(
+        "--clock",
+        choices=["cpu", "wall"],
+        default="cpu",
+        help="process CPU time (default) or wall-clock time",
+    )
     args = ap.parse_args()
     global _clock
     _clock = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -181,7 +185,7 @@ def main() -> None:
     calls = sum(t.count("</｜DSML｜invoke>") for t in texts)
     print(
         f"corpus: {len(texts)} completions, {calls} calls, {size_mb:.2f} MB, "
-        f"median {statistics.median(len(t) for t in texts)} chars"
+        f"median {statistics.median(len(t) for t in texts)} chars; {args.clock} time"
     )
     mbs = whole(texts, toolset, args.repeats)
     us = streaming(texts, toolset, args.repeats)

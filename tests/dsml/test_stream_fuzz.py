@@ -87,7 +87,7 @@ def _stream(text, cuts, mode, strict, tools):
     return events + parser.close()
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     pieces=st.lists(st.sampled_from(PIECES), max_size=30),
     cut_seeds=st.lists(st.integers(0, 10**6), max_size=25),
