@@ -92,3 +92,11 @@ def test_bad_tokenizer_files_are_explained(tmp_path: Path) -> None:
         Tokenizer.from_file(tmp_path / "tokenizer.json")
     with pytest.raises(TokenizerError, match="needs BOS"):
         build_bpe_tokenizer(["abc abc"], 300, special_tokens=["<pad>"], min_frequency=1)
+
+
+def test_bos_and_eos_are_the_released_tokenizer_config_s() -> None:
+    config = FIXTURES.parents[1] / "configs" / "v4-flash.tokenizer_config.json"
+    released = json.loads(config.read_text())
+    assert released["bos_token"]["content"] == BOS
+    assert released["eos_token"]["content"] == EOS
+    assert released["add_bos_token"] is False  # so `encode` adds no BOS either
