@@ -207,3 +207,54 @@ def test_the_suffix_renderer_matches_render_suffix_on_a_long_conversation(tmp_pa
             continue
         expected = dsml.render_suffix(conv.messages[:cut], conv.messages[cut:end], "thinking")
         assert conv._render(cut, end) == expected
+
+
+FRAGMENTS = [
+    "</think>",
+    "<think>",
+    "<｜end▁of▁sentence｜>",
+    "<｜User｜>",
+    "<｜Assistant｜>",
+    "<｜begin▁of▁sentence｜>",
+    "\n\n<｜DSML｜tool_calls>\n",
+    "</｜DSML｜tool_calls>",
+    '<｜DSML｜invoke name="bash">\n',
+    '<｜DSML｜invoke name="nope">\n',
+    "</｜DSML｜invoke>\n",
+    '<｜DSML｜parameter name="command" string="true">',
+    '<｜DSML｜parameter name="x" string="false">',
+    "</｜DSML｜parameter>\n",
+    "<｜DSML｜",
+    "｜｜DSML｜｜",
+    "<invoke>",
+    "{",
+    "}",
+    "echo hi",
+    "\n",
+    " ",
+    "é",
+    "\ufffd",
+]
+
+
+def test_whatever_the_model_writes_the_run_ends_with_a_status(tmp_path, sandbox):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    pieces = st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=5), max_size=25)
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(pieces.map("".join), min_size=1, max_size=3))
+    def check(script):
+        agent, _, events = make_agent(
+            tmp_path,
+            sandbox,
+            script,
+            approval={"mode": "auto", "rules": [{"tool": "bash", "action": "deny"}]},
+        )
+        result = agent.run("anything")
+        assert result.status not in (ev.RunStatus.error,), result.summary
+        assert events[-1].type == "run_finished"
+        agent.close()
+
+    check()
