@@ -23,6 +23,7 @@ from dsml.types import ToolCall, ToolSpec, decode_arguments, message_to_openai
 Wire = dict[str, Any]
 MessageLike = BaseModel | dict[str, Any]
 _THINKING_MODES = ("thinking", "chat")
+_ROLES = ("system", "user", "developer", "latest_reminder", "assistant", "tool")
 
 
 def encode_messages(
@@ -266,7 +267,7 @@ class _Renderer:
         out = ""
         if i == 0 and self.thinking and self.effort in self.d.effort_texts:
             out += self.d.effort_texts[self.effort]
-        method = getattr(self, f"_{role}", None)
+        method = getattr(self, f"_{role}", None) if role in _ROLES else None
         if method is None:
             raise EncodeError(f"message {i} has role {role!r}, which {self.d.name} cannot render")
         out += method(i, msg)

@@ -203,6 +203,7 @@ def test_v32_developer_puts_tools_before_the_user_message() -> None:
         ([{"role": "developer", "content": ""}], {}, "developer message 0 has no content"),
         ([{"role": "user", "content": "x", "task": "dance"}], {}, "valid tasks"),
         ([{"role": "robot", "content": "x"}], {}, "role 'robot'"),
+        ([{"role": "extras", "content": "x"}], {}, "role 'extras'"),
         ([{"content": "x"}], {}, "without a role"),
         ([{"role": "latest_reminder", "content": "x"}], {"dialect": V32}, "latest_reminder"),
         ([{"role": "tool", "content": "x"}], {"dialect": V32}, "answers no call"),
