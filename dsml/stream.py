@@ -127,6 +127,7 @@ class StreamParser:
         self._stray_end = -1  # where the last run of stray text in a block ended
         # Value state.
         self._closer = ""
+        self._alt_closer = ""
         self._param = ""
         self._string = True
         self._chunks: list[str] = []
@@ -425,6 +426,7 @@ class StreamParser:
             k = buf.find(_PARAM_CLOSE, start)
             if k < 0:  # the value is still arriving
                 self._param, self._string, self._closer = name, string, _PARAM_CLOSE
+                self._alt_closer = ""
                 self._chunks = []
                 self._state = _VALUE
                 return start
@@ -576,6 +578,9 @@ class StreamParser:
         self._param = name or ""
         self._string = string == "true"
         self._closer = f"</{prefix}parameter>"
+        # A value opened with a misspelled prefix may be closed with the right one (the
+        # doubled prefix comes and goes); a value opened correctly ends only at its tag.
+        self._alt_closer = _PARAM_CLOSE if prefix != DSML else ""
         self._chunks = []
         self._state = _VALUE
 
@@ -602,16 +607,22 @@ class StreamParser:
     def _value(self, buf: str, pos: int, final: bool) -> tuple[int, bool]:
         closer = self._closer
         k = buf.find(closer, pos)
+        alt = self._alt_closer
+        if alt:
+            a = buf.find(alt, pos)
+            if a >= 0 and (k < 0 or a < k):
+                k, closer = a, alt
         if k >= 0:
             self._emit_value(buf, pos, k)
             self._end_value()
             return k + len(closer), True
         n = len(buf)
         end = n
-        if not final:  # hold back a suffix that may still become the closing tag
-            j = buf.find("<", max(pos, n - len(closer) + 1))
+        if not final:  # hold back a suffix that may still become a closing tag
+            j = buf.find("<", max(pos, n - max(len(closer), len(alt)) + 1))
             while j >= 0:
-                if closer.startswith(buf[j:]):
+                tail = buf[j:]
+                if closer.startswith(tail) or (alt and alt.startswith(tail)):
                     end = j
                     break
                 j = buf.find("<", j + 1)

@@ -213,3 +213,20 @@ def test_eos_inside_an_open_invoke_fails_that_call_only() -> None:
     (error,) = turn.errors
     assert error.index == 1 and "ended before </invoke>" in error.message
     assert "unclosed_invoke" in [r.kind for r in turn.repairs] and not turn.truncated
+
+
+def test_a_misspelled_parameter_tag_may_close_with_the_right_one() -> None:
+    text = (
+        f'Sure.\n\n<{D}tool_calls>\n<{D}invoke name="f">\n<｜｜DSML｜｜parameter name="a" '
+        f'string="true">x y</{D}parameter>\n<parameter name="n" string="false">2'
+        f"</{D}parameter>\n</{D}invoke>\n</{D}tool_calls>{EOS}"
+    )
+    turn = _both(text)
+    assert [c.arguments for c in turn.tool_calls] == [WANT]
+    # A correctly opened value ends only at its own exact closing tag.
+    odd = "a</｜｜DSML｜｜parameter>b</parameter>c"
+    turn = _both(
+        f'\n\n<{D}tool_calls>\n<{D}invoke name="f">\n<{D}parameter name="a" '
+        f'string="true">{odd}</{D}parameter>\n</{D}invoke>\n</{D}tool_calls>{EOS}'
+    )
+    assert turn.tool_calls[0].arguments == {"a": odd}

@@ -47,6 +47,8 @@ PIECES = [
     f"</{DD}invoke>",
     f'<{DD}parameter name="a" string="true">',
     f"</{DD}parameter>",
+    f"</{D}parameter>\n",
+    '<parameter name="b" string="false">',
     "<tool_calls>",
     "</tool_calls>",
     '<invoke name="f">',
