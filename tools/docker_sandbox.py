@@ -11,6 +11,7 @@ new one on the same /work volume and says so in its result.
 from __future__ import annotations
 
 import atexit
+import functools
 import io
 import os
 import socket
@@ -151,12 +152,16 @@ class DockerSandbox(RunnerSandbox):
         assert client is not None
         labels = {LABEL: "1", f"{LABEL}.session": self.session_id, f"{LABEL}.owner": owner_label()}
         fresh = False
+        api = client.api
         if cfg.mount == "copy":
-            try:
-                client.volumes.get(self.volume_name)
-            except docker.errors.NotFound:
-                client.volumes.create(self.volume_name, labels=labels)
-                fresh = True
+            if cfg.project_dir is None:  # creating is idempotent: one round trip, not two
+                api.create_volume(self.volume_name, labels=labels)
+            else:  # fill /work only when the volume is new (a recreated sandbox keeps its work)
+                try:
+                    api.inspect_volume(self.volume_name)
+                except docker.errors.NotFound:
+                    api.create_volume(self.volume_name, labels=labels)
+                    fresh = True
             mount = Mount(WORK_DIR, self.volume_name, type="volume")
         else:
             project = Path(cfg.project_dir).resolve()  # type: ignore[arg-type]
@@ -167,11 +172,6 @@ class DockerSandbox(RunnerSandbox):
                 self._chowned = True
                 atexit.register(self._return_ownership)  # also when the caller forgets stop()
             mount = Mount(WORK_DIR, str(project), type="bind")
-        api = client.api
-        try:
-            api.remove_container(self.container_name, force=True)
-        except docker.errors.NotFound:
-            pass
         # The low-level calls: the high-level ones add an inspect round trip after each step.
         host_config = api.create_host_config(
             init=True,
@@ -186,7 +186,8 @@ class DockerSandbox(RunnerSandbox):
             nano_cpus=int(cfg.cpus * 1e9),
             pids_limit=cfg.pids,
         )
-        self._container_id = api.create_container(
+        create = functools.partial(
+            api.create_container,
             self.image,
             ["sleep", "infinity"],
             name=self.container_name,
@@ -195,7 +196,14 @@ class DockerSandbox(RunnerSandbox):
             labels=labels,
             host_config=host_config,
             network_disabled=not cfg.network,
-        )["Id"]
+        )
+        try:
+            self._container_id = create()["Id"]
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: the name is taken by an old container of this session
+                raise
+            api.remove_container(self.container_name, force=True)
+            self._container_id = create()["Id"]
         api.start(self._container_id)
         return fresh
 
