@@ -9,6 +9,7 @@ events; the loop itself only looks at the finished turn.
 
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -60,6 +61,8 @@ class RunState:
 
 
 class AgentLoop:
+    """One run over a session: the parts it joins are given; `run()` returns how it ended."""
+
     def __init__(
         self,
         *,
@@ -331,12 +334,11 @@ class AgentLoop:
             + completion.generated_tokens * price.output_per_mtok
         ) / 1e6
 
-    def _deadline_timer(self) -> Any:
+    def _deadline_timer(self) -> threading.Timer | None:
         """Stops a generation that runs past the run's wall-time limit."""
         limit = self.config.limits.max_wall_time_s
         if limit is None:
             return None
-        import threading
 
         def hit() -> None:
             self._deadline_hit = True
