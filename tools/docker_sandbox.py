@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import atexit
 import functools
-import io
 import os
 import socket
 import struct
 import tarfile
+import tempfile
 import threading
 import time
 import warnings
@@ -57,6 +57,7 @@ BOOTSTRAP = (
     "while len(src) < n: src += os.read(0, n - len(src))\n"
     "exec(compile(src, 'dsv4-runner', 'exec'), {'__name__': '__main__'})"
 )
+SPOOL_BYTES = 32 << 20  # archives up to this size stay in memory on their way in or out
 OOM_FILES = "/sys/fs/cgroup/memory/memory.oom_control:/sys/fs/cgroup/memory.events"
 _engine_checked = False
 _engine_lock = threading.Lock()
@@ -293,42 +294,56 @@ class DockerSandbox(RunnerSandbox):
     # ---- the project directory ------------------------------------------------------------
     def _copy_in(self, src: Path) -> None:
         """Put src's content into /work, owned by the sandbox user."""
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w") as tar:
 
-            def own(info: tarfile.TarInfo) -> tarfile.TarInfo:
-                info.uid = info.gid = SANDBOX_UID
-                info.uname = info.gname = "sandbox"
-                return info
+        def own(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.uid = info.gid = SANDBOX_UID
+            info.uname = info.gname = "sandbox"
+            return info
 
-            for entry in sorted(Path(src).iterdir()):
-                tar.add(entry, arcname=entry.name, filter=own)
-        self._client.api.put_archive(self._container_id, WORK_DIR, buf.getvalue())  # type: ignore
+        # Spooled: a big project goes through a temporary file, not memory.
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as buf:
+            with tarfile.open(fileobj=buf, mode="w") as tar:
+                for entry in sorted(Path(src).iterdir()):
+                    tar.add(entry, arcname=entry.name, filter=own)
+            buf.seek(0)
+            self._client.api.put_archive(self._container_id, WORK_DIR, buf)  # type: ignore
 
     def copy_out(self, dest: Path | None = None) -> Path:
         """Copy /work's content to dest (default: project_dir), owned by the host user.
 
         Files are added or overwritten; files deleted inside the sandbox stay on the host.
+        What the sandbox made is not trusted: entries that would land outside dest (absolute
+        or escaping symlinks, device files) are skipped with a warning.
         """
         dest = Path(dest or self.config.project_dir or ".")
         dest.mkdir(parents=True, exist_ok=True)
-        stream, _ = self._client.api.get_archive(self._container_id, WORK_DIR + "/.")  # type: ignore
-        data = io.BytesIO(b"".join(stream))
         uid, gid = os.getuid(), os.getgid()
+        skipped: list[str] = []
 
         def host_owned(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-            member = tarfile.data_filter(member, path)
+            try:
+                member = tarfile.data_filter(member, path)
+            except tarfile.FilterError as e:
+                skipped.append(f"{member.name} ({e})")
+                return None
             return member.replace(uid=uid, gid=gid, uname=None, gname=None)
 
-        with tarfile.open(fileobj=data) as tar:
-            members = []
-            for m in tar.getmembers():
-                name = m.name.removeprefix("./")
-                if name in ("", "."):
-                    continue
-                m.name = name
-                members.append(m)
-            tar.extractall(dest, members=members, filter=host_owned)
+        stream, _ = self._client.api.get_archive(self._container_id, WORK_DIR + "/.")  # type: ignore
+        with tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES) as buf:
+            for chunk in stream:
+                buf.write(chunk)
+            buf.seek(0)
+            with tarfile.open(fileobj=buf) as tar:
+                members = []
+                for m in tar.getmembers():
+                    name = m.name.removeprefix("./")
+                    if name in ("", "."):
+                        continue
+                    m.name = name
+                    members.append(m)
+                tar.extractall(dest, members=members, filter=host_owned)
+        if skipped:
+            warnings.warn(f"copy_out skipped: {'; '.join(skipped[:20])}", stacklevel=2)
         return dest
 
 

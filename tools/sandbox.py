@@ -18,7 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self, runtime_checkable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 RUNNER_SOURCE = (Path(__file__).with_name("runner.py")).read_text()
 
@@ -57,6 +57,11 @@ class SandboxConfig(BaseModel):
     """Labels the container (one per agent session); None: a fresh random id."""
     docker_host: str | None = None
     """Docker engine to use ("unix:///path.sock"); None: ours, started by `ensure_engine`."""
+
+    @field_validator("project_dir")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return None if v is None else v.expanduser().resolve()
 
 
 class ExecResult(BaseModel):

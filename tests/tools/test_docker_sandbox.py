@@ -97,8 +97,11 @@ def test_copy_mode_copies_the_project_in_and_out_with_the_right_owners(fresh_san
     )
     assert r.output.splitlines() == [f"{SANDBOX_UID} pkg", f"{SANDBOX_UID} pkg/mod.py"]
     assert (project / "pkg" / "mod.py").read_text() == "x = 1\n"  # a copy, not the host file
-    out = sandbox.copy_out(tmp_path / "out")
+    sandbox.exec("ln -s /etc/passwd evil && ln -s pkg/mod.py fine", timeout=10)
+    with pytest.warns(UserWarning, match="copy_out skipped: evil"):
+        out = sandbox.copy_out(tmp_path / "out")
     assert (out / "pkg" / "mod.py").read_text() == "x = 1\ny = 2\n"
+    assert not (out / "evil").is_symlink() and (out / "fine").is_symlink()
     for path in (out / "pkg" / "mod.py", out / "new"):
         assert (path.stat().st_uid, path.stat().st_gid) == (os.getuid(), os.getgid())
 
