@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from dsml import StreamParser, encode_messages, parse_completion
 
-FRAGMENTS = [
+TEXT_FRAGMENTS = [
     "a",
     "Z",
     " ",
@@ -30,15 +30,20 @@ FRAGMENTS = [
     "DSML",
     "</",
     "<t",
+    '"',
+    "'",
+    "\t",
+]
+# Values may hold anything but their own closing tag.
+VALUE_FRAGMENTS = [
+    *TEXT_FRAGMENTS,
     "<think>",
     "</think>",
     "<｜DSML｜invoke>",
     "</｜DSML｜invoke>",
     "</｜DSML｜tool_calls>",
     "</｜DSML｜parameter",
-    '"',
-    "'",
-    "\t",
+    "<｜end▁of▁sentence｜>",
 ]
 FORBIDDEN_IN_TEXT = (
     "<｜DSML｜",
@@ -53,15 +58,16 @@ FORBIDDEN_IN_TEXT = (
     "<think>",
     "<｜begin▁of▁sentence｜>",
 )
-pieces = st.lists(st.sampled_from(FRAGMENTS), max_size=12).map("".join)
+pieces = st.lists(st.sampled_from(TEXT_FRAGMENTS), max_size=12).map("".join)
+value_pieces = st.lists(st.sampled_from(VALUE_FRAGMENTS), max_size=12).map("".join)
 json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(10**25), 10**25)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.sampled_from([2.0, 1e21, -0.0])
-    | pieces,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(pieces, inner, max_size=3),
+    | value_pieces,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(value_pieces, inner, max_size=3),
     max_leaves=6,
 )
 names = st.text("abcdefgh_", min_size=1, max_size=6)
@@ -74,7 +80,7 @@ def turns(draw):
     content = draw(pieces)
     calls = []
     for i in range(draw(st.integers(0, 4))):
-        params = draw(st.dictionaries(names, st.one_of(pieces, json_values), max_size=4))
+        params = draw(st.dictionaries(names, st.one_of(value_pieces, json_values), max_size=4))
         # The one text a value cannot hold: its own closing tag.
         params = {
             k: v
