@@ -1,0 +1,93 @@
+"""The lightning indexer of CSA: scores compressed entries per query and keeps the top-k."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model.compressor import Compressor, simulate_index_fp4
+from model.config import ModelConfig
+from model.rope import apply_rope
+
+# Scores of at most this many (query, entry) pairs are materialised at once.
+_SCORE_BLOCK = 1 << 22
+
+
+class Indexer(nn.Module):
+    """I[t, s] = sum_h w[t, h] * ReLU(q_I[t, h] . K_I[s]); keys from its own overlap compressor."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads = cfg.index_n_heads
+        self.head_dim = cfg.index_head_dim
+        self.topk = cfg.index_topk
+        self.wq_b = nn.Linear(cfg.q_lora_rank, cfg.index_n_heads * cfg.index_head_dim, bias=False)
+        self.weights_proj = nn.Linear(cfg.dim, cfg.index_n_heads, bias=False)
+        self.compressor = Compressor(cfg.dim, cfg.index_head_dim, 4, cfg.norm_eps, rotate=True)
+
+    def queries(
+        self,
+        x: torch.Tensor,
+        qr: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        *,
+        quant_sim: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q_I [n, ih, id], head weights [n, ih]) for the new tokens."""
+        q = self.wq_b(qr).float().unflatten(-1, (self.n_heads, self.head_dim))
+        q = apply_rope(q, cos.unsqueeze(-2), sin.unsqueeze(-2))
+        if quant_sim:
+            q = simulate_index_fp4(q)
+        w = self.weights_proj(x).float() * (self.head_dim**-0.5 * self.n_heads**-0.5)
+        return q, w
+
+
+def select_topk(
+    q: torch.Tensor,
+    w: torch.Tensor,
+    keys: torch.Tensor,
+    positions: torch.Tensor,
+    *,
+    ratio: int,
+    topk: int,
+) -> torch.Tensor:
+    """Top-`topk` visible entries per query: [n, k] entry ids, -1 where fewer are visible.
+
+    q [n, ih, id], w [n, ih], keys [E, id], positions [n] (absolute). Entry s is visible to
+    query t when s < (t + 1) // ratio. Scores are computed in blocks of queries so that at
+    most ~_SCORE_BLOCK scores exist at once, whatever the context length.
+    """
+    n, ih, _ = q.shape
+    n_entries = keys.shape[0]
+    k = min(topk, n_entries)
+    if k == 0:
+        return torch.full((n, 0), -1, dtype=torch.long)
+    visible = (positions + 1) // ratio  # [n]
+    step = max(1, _SCORE_BLOCK // max(1, n_entries * ih))
+    out = []
+    for i in range(0, n, step):
+        qi, wi, vi = q[i : i + step], w[i : i + step], visible[i : i + step]
+        # Queries earlier in the block see fewer entries: score only up to the last one's.
+        e = min(n_entries, int(vi.max()))
+        scores = torch.relu(qi.flatten(0, 1) @ keys[:e].t()).view(qi.shape[0], ih, e)
+        scores = (scores * wi.unsqueeze(-1)).sum(1)  # [b, e]
+        if e < k:
+            scores = torch.cat((scores, scores.new_full((scores.shape[0], k - e), -1.0)), dim=1)
+        hidden = torch.arange(scores.shape[1]) >= vi.unsqueeze(-1)
+        idx = topk_earliest(scores.masked_fill(hidden, float("-inf")), k)
+        out.append(torch.where(idx < vi.unsqueeze(-1), idx, -1))
+    return torch.cat(out)
+
+
+def topk_earliest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k largest scores per row; equal scores go to the earlier entry.
+
+    torch.topk breaks ties in ways that depend on the row length, and exact ties are common
+    here (an entry every head's ReLU zeroes scores exactly 0). Ranking by (score, -index)
+    makes the choice independent of how a sequence was split into calls.
+    """
+    bits = (scores + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).long()  # monotonic in the score
+    key = ordered * (1 << 32) + ((1 << 32) - 1 - torch.arange(scores.shape[-1]))
+    return key.topk(k, dim=-1).indices

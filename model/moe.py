@@ -1,0 +1,109 @@
+"""Mixture of experts: sqrt-softplus gate, bias-only selection or hash routing, SwiGLU experts."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.config import ModelConfig
+
+
+class Gate(nn.Module):
+    """Router: scores s = sqrt(softplus(x Wg^T)); picks experts by topk(s + bias) or tid2eid."""
+
+    def __init__(self, cfg: ModelConfig, *, hashed: bool) -> None:
+        super().__init__()
+        self.topk = cfg.n_activated_experts
+        self.score_func = cfg.score_func
+        self.route_scale = cfg.route_scale
+        self.hashed = hashed
+        self.weight = nn.Parameter(torch.empty(cfg.n_routed_experts, cfg.dim))
+        if hashed:
+            self.register_buffer(
+                "tid2eid", torch.zeros(cfg.vocab_size, self.topk, dtype=torch.int64)
+            )
+            self.bias = None
+        else:
+            self.bias = nn.Parameter(torch.zeros(cfg.n_routed_experts))
+
+    def forward(
+        self, x: torch.Tensor, ids: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [N, dim], ids [N] -> (weights [N, k] fp32, expert ids [N, k])."""
+        logits = F.linear(x.float(), self.weight.float())
+        if self.score_func == "sqrtsoftplus":
+            scores = F.softplus(logits).sqrt()
+        elif self.score_func == "sigmoid":
+            scores = logits.sigmoid()
+        else:
+            scores = logits.softmax(-1)
+        if self.hashed:
+            if ids is None:
+                raise ValueError("a hash-routed MoE layer needs the token ids")
+            chosen = self.tid2eid[ids].long()
+        else:
+            chosen = (scores + self.bias.float()).topk(self.topk, dim=-1).indices
+        weights = scores.gather(-1, chosen)
+        if self.score_func != "softmax":
+            weights = weights / weights.sum(-1, keepdim=True)
+        return weights * self.route_scale, chosen
+
+
+class Expert(nn.Module):
+    """SwiGLU feed-forward: w2(silu(w1 x) * w3 x), optionally clamped (in fp32)."""
+
+    def __init__(self, dim: int, inter: int, swiglu_limit: float = 0.0) -> None:
+        super().__init__()
+        self.w1 = nn.Linear(dim, inter, bias=False)
+        self.w2 = nn.Linear(inter, dim, bias=False)
+        self.w3 = nn.Linear(dim, inter, bias=False)
+        self.limit = swiglu_limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = F.linear(x.float(), self.w1.weight.float())
+        up = F.linear(x.float(), self.w3.weight.float())
+        if self.limit > 0:
+            gate = gate.clamp(max=self.limit)
+            up = up.clamp(-self.limit, self.limit)
+        return F.linear(F.silu(gate) * up, self.w2.weight.float())
+
+
+class MoE(nn.Module):
+    """Routed experts (clamped SwiGLU) plus the shared expert (not clamped)."""
+
+    def __init__(self, cfg: ModelConfig, *, hashed: bool) -> None:
+        super().__init__()
+        self.n_experts = cfg.n_routed_experts
+        self.gate = Gate(cfg, hashed=hashed)
+        self.experts = nn.ModuleList(
+            Expert(cfg.dim, cfg.moe_inter_dim, cfg.swiglu_limit)
+            for _ in range(cfg.n_routed_experts)
+        )
+        self.shared_experts = (
+            Expert(cfg.dim, cfg.n_shared_experts * cfg.moe_inter_dim)
+            if cfg.n_shared_experts
+            else None
+        )
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        weights, chosen = self.gate(flat, None if ids is None else ids.reshape(-1))
+        k = chosen.shape[-1]
+        # Group the (token, slot) pairs by expert: one matmul per expert hit, not per token.
+        order = chosen.flatten().argsort(stable=True)
+        counts = torch.bincount(chosen.flatten(), minlength=self.n_experts).tolist()
+        token = order // k
+        inputs = flat[token]
+        outs = []
+        start = 0
+        for e, c in enumerate(counts):
+            if c:
+                outs.append(self.experts[e](inputs[start : start + c]))
+                start += c
+        routed = torch.cat(outs) * weights.flatten()[order].unsqueeze(-1)
+        y = torch.zeros(flat.shape[0], shape[-1], dtype=torch.float32).index_add_(0, token, routed)
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(flat)
+        return y.to(x.dtype).view(shape)

@@ -1,0 +1,24 @@
+"""RMSNorm, computed in fp32 as the reference does."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square normalisation with a learned per-channel weight."""
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = rms_normalize(x.float(), self.eps) * self.weight.float()
+        return y.to(x.dtype)
+
+
+def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) over the last dim, no weight (used per query head and by mHC)."""
+    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
