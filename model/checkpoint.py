@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from model.config import ModelConfig
 from model.fp_formats import (
     FP4_WEIGHT_BLOCK,
     FP8_DTYPE,
@@ -29,6 +30,7 @@ from model.fp_formats import (
     quantize_fp8_weight,
 )
 from model.safetensors_files import CheckpointError, TensorFiles, write_tensor_files
+from model.transformer import DeepseekV4
 
 SCALE_SUFFIX = ".scale"
 _FLOATS = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
@@ -225,3 +227,74 @@ def load_state_into(target: Mapping[str, torch.Tensor], directory: str | Path) -
         check_tensors(files, target)
         for name, dest in target.items():
             dest.copy_(read_tensor(files, name))
+
+
+CONFIG_FILE = "config.json"
+_RUN_DTYPES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+
+
+def cast_model(model: DeepseekV4, dtype: torch.dtype) -> DeepseekV4:
+    """Cast to fp32 or bf16; what the reference keeps in fp32 (mHC, sink, ape, bias) stays."""
+    if dtype not in _RUN_DTYPES:
+        raise ValueError(f"dtype {dtype} is not supported: use torch.float32 or torch.bfloat16")
+    model.to(dtype)
+    for name, p in model.named_parameters():
+        if release_storage(name) is Storage.FP32:
+            p.data = p.data.float()
+    return model
+
+
+def load_checkpoint(
+    path: str | Path, *, dtype: torch.dtype = torch.float32, quant_sim: bool = True
+) -> DeepseekV4:
+    """A DeepseekV4 from a directory with config.json (reference or HF names) and safetensors.
+
+    FP8/FP4 tensors with `.scale` siblings are dequantised; `quant_sim` switches the
+    reference's activation simulations (FP8 kv, Hadamard + FP4 indexer).
+    """
+    directory = Path(path)
+    config = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"{directory}: not a directory; a checkpoint is a directory holding {CONFIG_FILE} "
+            "and the safetensors (see `dsv4 model init`)"
+        )
+    if not config.is_file():
+        raise CheckpointError(
+            f"{directory}: no {CONFIG_FILE}; it names the model's shapes. Copy the release's "
+            "config.json (reference or Hugging Face style) next to the safetensors"
+        )
+    try:
+        cfg = ModelConfig.from_json(config, quant_sim=quant_sim)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    model = cast_model(DeepseekV4(cfg), dtype)
+    load_state_into(model.state_dict(), directory)
+    return model.eval()
+
+
+def save_checkpoint(
+    model: DeepseekV4,
+    path: str | Path,
+    *,
+    quantize: bool = False,
+    dtype: torch.dtype | None = None,
+    shard_bytes: int | None = None,
+) -> list[Path]:
+    """Write config.json and the safetensors of `model` by official names.
+
+    quantize=True writes the release's layout (FP8/FP4 with `.scale`, bf16, fp32); otherwise
+    tensors keep the model's dtype, or `dtype` (e.g. torch.bfloat16) except the release's fp32
+    ones. `shard_bytes` splits the weights into shards with a `model.safetensors.index.json`.
+    """
+    directory = Path(path)
+    if quantize:
+        stored = {"dtype": "fp8", "expert_dtype": "fp4", "scale_fmt": "ue8m0"}
+    else:
+        run = dtype or model.embed.weight.dtype
+        stored = {"dtype": _RUN_DTYPES.get(run, "fp32"), "expert_dtype": None, "scale_fmt": None}
+    paths = save_state_dict(
+        model.state_dict(), directory, quantize=quantize, dtype=dtype, shard_bytes=shard_bytes
+    )
+    model.cfg.model_copy(update=stored).to_json(directory / CONFIG_FILE)
+    return paths
