@@ -261,39 +261,43 @@ def step_time_table(steps: int, gen_tokens: int, marks: list[int], threads: int)
         ],
         "thinking",
     )
+    reuse: list[tuple[float, float]] = []  # (wall, CPU) of every step
     rows = []
     for k in range(1, steps + 1):
         prompt = first if k == 1 else TOOL_RESULT_SUFFIX
         history = session.session.token_ids
         request = StepRequest(prompt=prompt, messages=[], tools=[], max_tokens=gen_tokens)
-        started = time.perf_counter()
+        started = now()
         completion = session.extend(request, lambda _text: None, CancelToken())
-        reuse_s = time.perf_counter() - started
+        reuse.append(since(started))
         if k in marks:
             # The same step from nothing: a fresh engine session prefills the whole history
             # plus this step's prompt, then writes as many tokens as the cached run did.
             ids = history + tokenizer.encode(prompt)
             fresh = backend.engine.new_session()
-            started = time.perf_counter()
+            started = now()
             backend.engine.extend(fresh, ids)
             backend.engine.generate(fresh, completion.generated_tokens, SamplingParams())
-            reprefill_s = time.perf_counter() - started
             rows.append((k, len(ids), completion.prompt_tokens - completion.cached_tokens,
-                         completion.generated_tokens, reuse_s, reprefill_s))  # fmt: skip
+                         completion.generated_tokens, since(started)))  # fmt: skip
     print(f"\n## Step time against k: embedded untrained tiny model, {steps}-step session\n")
     print(
         f"Each step appends its prompt and writes up to {gen_tokens} tokens (greedy). Cache "
-        "reuse: the session's cache, only the new tokens prefilled (what the agent does). "
-        "Re-prefill: the same step on a fresh session that prefills the whole history first. "
-        f"{threads} torch thread(s), {os.cpu_count()} cores, load average "
+        "reuse: the session's cache, only the new tokens prefilled (what the agent does); "
+        "median of the 5 steps ending at k (k itself at k < 5). Re-prefill: step k once more on a "
+        "fresh session that first prefills the whole history. Seconds of wall time and of this "
+        f"process's CPU time; {threads} torch thread(s), {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.1f} at the end.\n"
     )
-    print("| step k | context tokens | new prompt tokens | generated | cache reuse, s "
-          "| re-prefill, s | ratio |")  # fmt: skip
+    print("| step k | context tokens | new prompt tokens | generated | cache reuse, wall (CPU) "
+          "| re-prefill, wall (CPU) | ratio, CPU |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|")
-    for k, ctx, new, gen, reuse, reprefill in rows:
-        print(f"| {k} | {ctx} | {new} | {gen} | {reuse:.3f} | {reprefill:.3f} "
-              f"| {reprefill / reuse:.1f}x |")  # fmt: skip
+    for k, ctx, new, gen, (pre_wall, pre_cpu) in rows:
+        window = reuse[max(0, k - 5) : k] if k >= 5 else reuse[k - 1 : k]
+        wall = statistics.median(w for w, _ in window)
+        cpu = statistics.median(c for _, c in window)
+        print(f"| {k} | {ctx} | {new} | {gen} | {wall:.2f} ({cpu:.2f}) "
+              f"| {pre_wall:.2f} ({pre_cpu:.2f}) | {pre_cpu / cpu:.1f}x |")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
