@@ -57,6 +57,7 @@ BOOTSTRAP = (
     "while len(src) < n: src += os.read(0, n - len(src))\n"
     "exec(compile(src, 'dsv4-runner', 'exec'), {'__name__': '__main__'})"
 )
+PIDS_DIRS = "/sys/fs/cgroup/pids:/sys/fs/cgroup"
 SPOOL_BYTES = 32 << 20  # archives up to this size stay in memory on their way in or out
 OOM_FILES = "/sys/fs/cgroup/memory/memory.oom_control:/sys/fs/cgroup/memory.events"
 _engine_checked = False
@@ -212,7 +213,7 @@ class DockerSandbox(RunnerSandbox):
         api = self._client.api  # type: ignore[union-attr]
         exec_id = api.exec_create(
             self._container_id,
-            ["python3", "-S", "-c", BOOTSTRAP, WORK_DIR, OOM_FILES],
+            ["python3", "-S", "-c", BOOTSTRAP, WORK_DIR, OOM_FILES, PIDS_DIRS],
             stdin=True,
             user=self._exec_user,
             workdir=WORK_DIR,

@@ -108,6 +108,32 @@ def to_json(obj):
     raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
+# Optional: the pids cgroup directory (v1, then v2 candidates joined by ":"), to see the process
+# limit coming before a command's own forks fail.
+PIDS_DIR = next(
+    (
+        p
+        for p in (sys.argv[3] if len(sys.argv) > 3 else "").split(":")
+        if p and os.path.exists(os.path.join(p, "pids.max"))
+    ),
+    "",
+)
+PIDS_RESERVE = 16  # a command needs a few pids of its own: sh, timeout, bash, ...
+
+
+def pids_nearly_full():
+    if not PIDS_DIR:
+        return False
+    try:
+        with open(os.path.join(PIDS_DIR, "pids.max")) as f:
+            limit = f.read().strip()
+        with open(os.path.join(PIDS_DIR, "pids.current")) as f:
+            current = int(f.read())
+    except (OSError, ValueError):
+        return False
+    return limit != "max" and current >= int(limit) - PIDS_RESERVE
+
+
 def oom_kills():
     if not OOM_FILE:
         return 0
@@ -306,6 +332,12 @@ class Runner:
         # Every fd of this process is close-on-exec, so the command inherits only these three.
         actions = [stdin_action, (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
         notice = None
+        if self.left_behind and pids_nearly_full():
+            # The command would fail its own forks: make room first.
+            notice = self.reclaim()
+            deadline = time.monotonic() + 2.0
+            while pids_nearly_full() and time.monotonic() < deadline:
+                time.sleep(0.02)
         pid = None
         error = None
         for attempt in range(3):
@@ -313,7 +345,7 @@ class Runner:
                 pid = os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
                 break
             except BlockingIOError:  # EAGAIN: the pids limit is reached
-                if attempt == 0:
+                if attempt == 0 and notice is None:
                     notice = self.reclaim()
                 time.sleep(0.3)
             except OSError as e:
