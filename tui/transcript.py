@@ -1,0 +1,212 @@
+"""The transcript: one Line-API widget that draws only the rows on screen.
+
+A session of ten thousand events is a few thousand blocks; mounting a widget for each would make
+opening and scrolling grow with the session. Here each block is rendered (rich → strips) only when
+a row of it is on screen, and kept until it changes or the width does. Blocks never rendered
+count with an estimated height; when a block is rendered its real height replaces the guess.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from itertools import accumulate
+
+from rich.segment import Segment
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from agent import events as ev
+from tui.blocks import Block
+from tui.transcript_model import TranscriptModel
+
+GAP = 1
+"""Blank rows after each block."""
+
+
+class Transcript(ScrollView, can_focus=True):
+    """The session's events as blocks; follows the newest while scrolled to the end."""
+
+    BINDINGS = [
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "scroll_home", "Top", show=False),
+        Binding("end", "scroll_end", "End", show=False),
+        Binding("up", "scroll_up", show=False),
+        Binding("down", "scroll_down", show=False),
+    ]
+
+    class Toggled(Message):
+        """A block was expanded or collapsed."""
+
+        def __init__(self, block: Block) -> None:
+            super().__init__()
+            self.block = block
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.model = TranscriptModel()
+        self._heights: list[int] = []
+        self._exact: list[bool] = []
+        self._offsets: list[int] = [0]  # offsets[i] = first row of block i; last = total rows
+        self._cache: dict[int, tuple[int, int, list[Strip]]] = {}  # block id → width, version
+        self._width = 0
+        self._follow = True
+        self.rendered_blocks = 0
+        """How many times a block was rendered (a check that only visible ones are)."""
+
+    # ------------------------------------------------------------------ feeding
+
+    def reset(self) -> None:
+        """Forget every block (another session is about to be shown)."""
+        self.model = TranscriptModel()
+        self._heights, self._exact, self._offsets = [], [], [0]
+        self._cache.clear()
+        self._relayout(follow=True)
+
+    def apply_events(self, events_: list[ev.Event]) -> None:
+        """Apply a batch of events (one refresh for all of them)."""
+        follow = self._follow or self.is_vertical_scroll_end
+        known = len(self.model.blocks)
+        changed: set[int] = set()
+        for event in events_:
+            block = self.model.apply(event)
+            if block is not None:
+                changed.add(id(block))
+        width = self._content_width()
+        for block in self.model.blocks[known:]:
+            self._heights.append(block.estimate(width) + GAP)
+            self._exact.append(False)
+        for i in range(max(0, known - 8), known):  # only the newest blocks change as events come
+            if id(self.model.blocks[i]) in changed:
+                self._remeasure(i, width)
+        self._relayout(follow)
+
+    def _remeasure(self, index: int, width: int) -> None:
+        block = self.model.blocks[index]
+        cached = self._cache.get(id(block))
+        if cached is not None and cached[0] == width and cached[1] == block.version:
+            return
+        if self._exact[index]:  # drawn before, likely on screen: keep its height exact
+            self._heights[index] = len(self._strips(block, width)) + GAP
+        else:
+            self._heights[index] = block.estimate(width) + GAP
+
+    def _relayout(self, follow: bool) -> None:
+        self._offsets = [0, *accumulate(self._heights)]
+        self.virtual_size = Size(self._content_width(), self._offsets[-1])
+        self._follow = follow
+        if follow:
+            self.scroll_to(y=max(0, self._offsets[-1] - self.size.height), animate=False)
+        self.refresh()
+
+    # ------------------------------------------------------------------ toggling
+
+    def toggle(self, block: Block) -> None:
+        block.toggle()
+        index = self.model.blocks.index(block)
+        self._heights[index] = len(self._strips(block, self._content_width())) + GAP
+        self._exact[index] = True
+        self._relayout(follow=False)
+        self.post_message(self.Toggled(block))
+
+    def toggle_last(self, kind: type[Block] | None = None) -> None:
+        """Expand or collapse the newest toggleable block (of `kind`)."""
+        for block in reversed(self.model.blocks):
+            if block.toggleable and (kind is None or isinstance(block, kind)):
+                self.toggle(block)
+                return
+
+    def block_at(self, row: int) -> Block | None:
+        """The block drawn at virtual row `row`."""
+        index = bisect_right(self._offsets, row) - 1
+        if 0 <= index < len(self.model.blocks):
+            return self.model.blocks[index]
+        return None
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        block = self.block_at(offset.y + int(self.scroll_y))
+        if block is not None and block.toggleable:
+            self.toggle(block)
+
+    # ------------------------------------------------------------------ drawing
+
+    def _content_width(self) -> int:
+        return max(self.scrollable_content_region.width, 20)
+
+    def on_resize(self, event: events.Resize) -> None:
+        width = self._content_width()
+        if width != self._width:
+            self._width = width
+            self._heights = [b.estimate(width) + GAP for b in self.model.blocks]
+            self._exact = [False] * len(self._heights)
+            self._relayout(self._follow or self.is_vertical_scroll_end)
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        self._follow = self.is_vertical_scroll_end
+
+    def _strips(self, block: Block, width: int) -> list[Strip]:
+        cached = self._cache.get(id(block))
+        if cached is not None and cached[0] == width and cached[1] == block.version:
+            return cached[2]
+        console = self.app.console
+        options = console.options.update_width(width)
+        lines = console.render_lines(block.renderable(), options, pad=True)
+        strips = [Strip(line, width) for line in lines]
+        self._cache[id(block)] = (width, block.version, strips)
+        self.rendered_blocks += 1
+        return strips
+
+    def _measure_visible(self) -> None:
+        """Render the blocks on screen and put their real heights in place of the guesses."""
+        width = self._content_width()
+        top = int(self.scroll_y)
+        bottom = top + self.size.height
+        first = max(0, bisect_right(self._offsets, top) - 1)
+        moved = False
+        index = first
+        while index < len(self.model.blocks) and self._offsets[index] < bottom:
+            block = self.model.blocks[index]
+            height = len(self._strips(block, width)) + GAP
+            if height != self._heights[index] or not self._exact[index]:
+                moved = moved or height != self._heights[index]
+                self._heights[index], self._exact[index] = height, True
+                if moved:
+                    self._offsets = [0, *accumulate(self._heights)]
+            index += 1
+        if moved:
+            self.virtual_size = Size(width, self._offsets[-1])
+            if self._follow:
+                self.scroll_to(y=max(0, self._offsets[-1] - self.size.height), animate=False)
+
+    def render_lines(self, crop):  # type: ignore[override]
+        self._measure_visible()
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        row = y + int(self.scroll_y)
+        width = self._content_width()
+        index = bisect_right(self._offsets, row) - 1
+        if not 0 <= index < len(self.model.blocks):
+            return Strip.blank(width, self.rich_style)
+        strips = self._strips(self.model.blocks[index], width)
+        within = row - self._offsets[index]
+        if within >= len(strips):
+            return Strip.blank(width, self.rich_style)
+        return strips[within].apply_style(self.rich_style)
+
+
+def plain_lines(transcript: Transcript) -> list[str]:
+    """The visible rows as plain text (for tests and screen captures)."""
+    rows = []
+    for y in range(transcript.size.height):
+        strip = transcript.render_line(y)
+        rows.append("".join(s.text for s in strip if isinstance(s, Segment)).rstrip())
+    return rows
