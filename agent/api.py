@@ -231,6 +231,8 @@ class Agent:
             if message is not None:
                 self._add_user_message(message)
             status, summary, totals = self._loop_or_failure()
+            if self.backend.note and status not in (RunStatus.submitted, RunStatus.answered):
+                summary += f" (note: {self.backend.note})"  # e.g. the model is untrained
             finished = ev.RunFinished(
                 step=self._step, status=status, summary=summary, totals=totals
             )

@@ -59,6 +59,9 @@ class BackendConfig(_Section):
     """Override the backend's context window (tokens); None = what the backend reports."""
     max_tokens_per_step: int = 8192
     """The most tokens one step may write."""
+    threads: int | None = None
+    """CPU threads of the `embedded` model (torch's, process-wide); None keeps torch's default.
+    On cores shared with other work, 1 is often several times faster for small models."""
     temperature: float = 0.0
     """Sampling temperature (0 = greedy)."""
     top_p: float = 1.0

@@ -45,7 +45,7 @@ class EmbeddedBackend:
         note: str = "",
         max_tokens_cap: int | None = None,
     ) -> None:
-        from model.engine import Engine
+        from model import Engine
 
         self.engine = Engine(model, tokenizer)
         self.tokenizer = tokenizer
@@ -85,7 +85,7 @@ class EmbeddedSession:
     def extend(
         self, request: StepRequest, on_text: Callable[[str], None], cancel: CancelToken
     ) -> Completion:
-        from model.sampling import SamplingParams
+        from model import SamplingParams
 
         b = self.backend
         ids = b.tokenizer.encode(request.prompt)
@@ -159,10 +159,10 @@ def from_config(config: AgentConfig) -> EmbeddedBackend:
     """The checkpoint `backend.model` names, or the default one, or the untrained stand-in."""
     import torch
 
-    from model.checkpoint import load_checkpoint
-    from model.config import ModelConfig
-    from model.tokenizer import Tokenizer
+    from model import ModelConfig, Tokenizer, load_checkpoint
 
+    if config.backend.threads is not None:
+        torch.set_num_threads(config.backend.threads)
     named = config.backend.model
     path = Path(named).expanduser() if named else DEFAULT_MODEL_DIR.expanduser()
     if (path / "config.json").exists():
@@ -202,8 +202,8 @@ def untrained_tiny_model(model_config_cls: Any, seed: int = 0) -> tuple[Any, Any
     import dsml
     import tools
     from agent.config import AgentConfig
+    from model import DeepseekV4
     from model.tokenizer import build_bpe_tokenizer
-    from model.transformer import DeepseekV4
 
     cfg = model_config_cls.preset("tiny")
     torch.manual_seed(seed)
