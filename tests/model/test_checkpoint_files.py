@@ -234,3 +234,18 @@ def test_broken_shard_sets_are_named(tmp_path: Path) -> None:
     for p in tmp_path.iterdir():
         p.unlink()
     expect_error(tmp_path, empty_like_state(state), "no model.safetensors")
+
+
+def test_fp32_scales_load_like_ue8m0_scales(tmp_path: Path) -> None:
+    """Some converters store the block scales as float32; the values are what count."""
+    state = sample_state(2)
+    tensors, _ = to_official_tensors(state, quantize=True)
+    e8m0 = empty_like_state(state)
+    write_tensor_files(tensors, tmp_path / "a")
+    load_state_into(e8m0, tmp_path / "a")
+    as_f32 = {n: t.float() if n.endswith(".scale") else t for n, t in tensors.items()}
+    write_tensor_files(as_f32, tmp_path / "b")
+    f32 = empty_like_state(state)
+    load_state_into(f32, tmp_path / "b")
+    for name in state:
+        assert torch.equal(f32[name], e8m0[name]), name
