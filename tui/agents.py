@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent import Agent, AgentConfig, Backend, SessionStore
+from agent import events as ev
 from agent.session_store import SessionInfo
 
 
@@ -49,6 +50,11 @@ class AgentFactory:
             sandbox.stop()
         if backend is not None:
             backend.close()
+
+    def history(self, session_id: str) -> list[ev.Event]:
+        """The journaled events of a session (an id or a unique prefix), in order."""
+        store = SessionStore(self.config.sessions_dir)
+        return list(store.events(store.path(session_id).name))
 
     def sessions(self) -> list[SessionInfo]:
         return SessionStore(self.config.sessions_dir).list()

@@ -45,11 +45,17 @@ class ChatApp(App[None]):
     running: reactive[bool] = reactive(False)
     """Whether a run of the agent is going on."""
 
+    class HistoryLoaded(Message):
+        """The journal of the session being opened was read."""
+
+        def __init__(self, history: list[ev.Event]) -> None:
+            super().__init__()
+            self.history = history
+
     class AgentReady(Message):
-        def __init__(self, agent: Agent, history: list[ev.Event]) -> None:
+        def __init__(self, agent: Agent) -> None:
             super().__init__()
             self.agent = agent
-            self.history = history
 
     def __init__(self, factory: AgentFactory, *, resume: str | None = None) -> None:
         super().__init__()
@@ -71,29 +77,32 @@ class ChatApp(App[None]):
 
     @work(thread=True, exclusive=True, group="open")
     def _open_agent(self, session_id: str | None) -> None:
-        """Open (or resume) the agent off the UI thread: a backend may take a while to load."""
+        """Open (or resume) the agent off the UI thread: a backend may take a while to load.
+        A resumed session's transcript is shown first, while the agent replays the journal."""
         self.call_from_thread(self._status().set, activity="opening session")
         try:
-            agent = self.factory.open(session_id)
-            history = (
-                list(agent.store.events(agent.session_id)) if session_id and agent.store else []
+            self.post_message(
+                self.HistoryLoaded(self.factory.history(session_id) if session_id else [])
             )
+            agent = self.factory.open(session_id)
         except Exception as exc:  # shown in the transcript; the app stays usable for /resume
             self.call_from_thread(self._show_error, f"could not open the session: {exc}", "tui")
             self.call_from_thread(self._status().set, activity="no session")
             return
-        self.post_message(self.AgentReady(agent, history))
+        self.post_message(self.AgentReady(agent))
 
-    def on_chat_app_agent_ready(self, message: AgentReady) -> None:
-        self.agent = message.agent
+    def on_chat_app_history_loaded(self, message: HistoryLoaded) -> None:
         transcript = self.query_one(Transcript)
         transcript.reset()
         transcript.apply_events(message.history)
         status = self._status()
         status.reset()
         status.apply_events(message.history)
+
+    def on_chat_app_agent_ready(self, message: AgentReady) -> None:
+        self.agent = message.agent
         backend = self.agent.backend
-        status.set(
+        self._status().set(
             backend=backend.name,
             model=backend.model,
             context_limit=backend.context_limit,

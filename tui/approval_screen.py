@@ -19,6 +19,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from agent import events as ev
+from tui.blocks import diff_text
 
 Choice = Literal["allow", "allow_always", "deny", "deny_message"]
 
@@ -65,11 +66,11 @@ def call_preview(tool: str, arguments: dict) -> RenderableType:
             f" (insert after line {arguments['insert_line']})" if "insert_line" in arguments else ""
         )
         diff = "".join(difflib.unified_diff(old, new, f"a/{path}", f"b/{path}{where}"))
-        return Syntax(diff, "diff", word_wrap=True, theme="ansi_dark")
+        return diff_text(diff)
     if "content" in arguments:
         lines = str(arguments["content"]).splitlines(keepends=True)
         diff = "".join(difflib.unified_diff([], lines, f"a/{path}", f"b/{path} (whole file)"))
-        return Syntax(diff, "diff", word_wrap=True, theme="ansi_dark")
+        return diff_text(diff)
     return Text(json.dumps(arguments, ensure_ascii=False, indent=2))
 
 

@@ -15,7 +15,6 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.markdown import Markdown
 from rich.panel import Panel
-from rich.syntax import Syntax
 from rich.text import Text
 
 OUTPUT_LINES_COLLAPSED = 12
@@ -150,7 +149,7 @@ class ToolBlock(Block):
     def _arguments(self) -> list[RenderableType]:
         args = self.args
         if self.name == "bash" and "command" in args:
-            return [Syntax(f"$ {args['command']}", "bash", word_wrap=True, theme="ansi_dark")]
+            return [Text.assemble(("$ ", "bold green"), (str(args["command"]), "bold"))]
         shown = {k: v for k, v in args.items() if k not in ("content", "old_str", "new_str")}
         out: list[RenderableType] = []
         if shown:
@@ -169,7 +168,7 @@ class ToolBlock(Block):
         diff = self.data.get("diff")
         if diff:
             text = diff if self.expanded else _clip(diff, OUTPUT_LINES_COLLAPSED * 2)
-            return [Syntax(text, "diff", word_wrap=True, theme="ansi_dark")]
+            return [diff_text(text)]
         text = self.data.get("output", self.output) if "exit_code" in self.data else self.output
         text = text.rstrip("\n")
         if not text:
@@ -223,6 +222,19 @@ class NoteBlock(Block):
 
     def estimate(self, width: int) -> int:
         return _wrapped_lines(self.text, width)
+
+
+_DIFF_STYLES = (("+++", "bold"), ("---", "bold"), ("@@", "cyan"), ("+", "green"), ("-", "red"))
+
+
+def diff_text(diff: str) -> Text:
+    """A unified diff coloured line by line (cheaper than a lexer, and all a diff needs)."""
+    text = Text()
+    for line in diff.rstrip("\n").split("\n"):
+        style = next((s for prefix, s in _DIFF_STYLES if line.startswith(prefix)), "")
+        text.append(line + "\n", style=style)
+    text.rstrip()
+    return text
 
 
 def _short_json(value: dict[str, Any]) -> str:
