@@ -155,3 +155,93 @@ def test_killed_during_a_tool_resumes_with_that_call_marked_interrupted(tmp_path
     # Step 2's turn, newer than the cache, went back in as the exact text the model wrote.
     assert script[1] in agent._session.prompts[0]
     assert (project / "count.txt").read_text() == "1\n"
+
+
+EMBEDDED_CHILD = """
+import sys
+from pathlib import Path
+import torch, tools
+from model import ModelConfig
+from agent.api import Agent
+from agent.backends.embedded import EmbeddedBackend, untrained_tiny_model
+from agent.config import AgentConfig
+
+torch.set_num_threads(1)
+sessions, project = Path(sys.argv[1]), Path(sys.argv[2])
+backend = EmbeddedBackend(*untrained_tiny_model(ModelConfig), model_name="untrained-tiny",
+                          context_limit=16384)
+cfg = AgentConfig(sessions_dir=sessions, system_prompt="Agent.", approval={"mode": "auto"},
+                  backend={"max_tokens_per_step": 48}, limits={"max_format_failures": 50})
+Agent(cfg, backend=backend, sandbox=tools.LocalSandbox(project),
+      tools=[tools.SubmitTool()]).run("Say hello.")
+"""
+
+
+def test_embedded_session_killed_mid_step_resumes_in_a_new_process_without_re_prefill(tmp_path):
+    import torch
+
+    from agent.backends.embedded import EmbeddedBackend, untrained_tiny_model
+    from model import ModelConfig
+
+    sessions, project = tmp_path / "sessions", tmp_path / "project"
+    project.mkdir()
+    child = subprocess.Popen(
+        [sys.executable, "-c", EMBEDDED_CHILD, str(sessions), str(project)],
+        cwd=Path(__file__).parents[2],
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and child.poll() is None:
+            journals = list(sessions.glob("*/events.jsonl"))
+            lines = journals[0].read_bytes().split(b"\n")[:-1] if journals else []
+            if any(
+                json.loads(line)["type"] == "step_started" and json.loads(line)["step"] == 2
+                for line in lines
+            ):
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert child.poll() is None, "the child ended before it could be killed"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    journal = journals[0]
+    kept = journal.read_bytes()
+    kept = kept[: kept.rfind(b"\n") + 1]
+    saved = [e for e in map(ev.parse_event, kept.splitlines()) if isinstance(e, ev.StepFinished)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        backend = EmbeddedBackend(
+            *untrained_tiny_model(ModelConfig), model_name="untrained-tiny", context_limit=16384
+        )
+        cfg = AgentConfig(
+            sessions_dir=sessions,
+            system_prompt="Agent.",
+            approval={"mode": "auto"},
+            backend={"max_tokens_per_step": 8},
+            limits={"max_steps": 1},
+        )
+        events = []
+        agent = Agent.resume(
+            journal.parent.name,
+            cfg,
+            backend=backend,
+            sandbox=tools.LocalSandbox(project),
+            tools=[tools.SubmitTool()],
+            on_event=events.append,
+        )
+        assert agent._session.context_tokens == saved[-1].usage.context_tokens  # loaded
+        result = agent.send(None)
+        agent.close()
+    finally:
+        torch.set_num_threads(threads)
+    assert result.status not in (ev.RunStatus.error, ev.RunStatus.backend_error), result.summary
+    assert journal.read_bytes().startswith(kept)
+    usage = next(e.usage for e in events if isinstance(e, ev.StepFinished))
+    step = next(e for e in events if isinstance(e, ev.StepStarted))
+    assert usage.cached_tokens == saved[-1].usage.context_tokens  # nothing prefilled again
+    assert usage.prompt_tokens - usage.cached_tokens == step.prompt_tokens
+    assert step.prompt_tokens < usage.cached_tokens // 4
