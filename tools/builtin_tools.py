@@ -82,6 +82,11 @@ class ReadFileTool(Tool):
         if end < start:
             return self.error(f"end_line {end} is before start_line {start}")
         content = sandbox.read_lines(args.path, start, end)
+        if start > max(content.total_lines, 1):
+            return self.error(
+                f"start_line {start} is past the end of {content.path} "
+                f"({content.total_lines} lines)"
+            )
         shown, used = [], 0
         for n, line in enumerate(content.text.splitlines(), content.start):
             line = line if len(line) <= LINE_CUT else line[:LINE_CUT] + " [... line cut ...]"

@@ -121,17 +121,24 @@ PIDS_DIR = next(
 PIDS_RESERVE = 16  # a command needs a few pids of its own: sh, timeout, bash, ...
 
 
-def pids_nearly_full():
+def pids_pressure():
+    """(near the limit now, forks refused so far): from the pids cgroup, when there is one."""
     if not PIDS_DIR:
-        return False
+        return False, 0
     try:
         with open(os.path.join(PIDS_DIR, "pids.max")) as f:
             limit = f.read().strip()
         with open(os.path.join(PIDS_DIR, "pids.current")) as f:
             current = int(f.read())
+        refused = 0
+        with open(os.path.join(PIDS_DIR, "pids.events")) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "max":
+                    refused = int(value)
     except (OSError, ValueError):
-        return False
-    return limit != "max" and current >= int(limit) - PIDS_RESERVE
+        return False, 0
+    return limit != "max" and current >= int(limit) - PIDS_RESERVE, refused
 
 
 def oom_kills():
@@ -206,6 +213,7 @@ class Runner:
         self.outbuf = bytearray()
         self.jobs = {}  # by pid
         self.left_behind = []  # process groups of finished commands (may hold background jobs)
+        self.forks_refused = pids_pressure()[1]  # the pids cgroup's count, at the last spawn
         self.running = True
         os.set_blocking(0, False)
         self.watch(0, IN, "stdin", None)
@@ -332,12 +340,16 @@ class Runner:
         # Every fd of this process is close-on-exec, so the command inherits only these three.
         actions = [stdin_action, (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
         notice = None
-        if self.left_behind and pids_nearly_full():
-            # The command would fail its own forks: make room first.
+        near, refused = pids_pressure()
+        if self.left_behind and (near or refused > self.forks_refused):
+            # Something is at the process limit (forks were refused since the last command):
+            # the command would fail its own forks, so make room first.
             notice = self.reclaim()
             deadline = time.monotonic() + 2.0
-            while pids_nearly_full() and time.monotonic() < deadline:
+            while pids_pressure()[0] and time.monotonic() < deadline:
                 time.sleep(0.02)
+            refused = pids_pressure()[1]
+        self.forks_refused = refused
         pid = None
         error = None
         for attempt in range(3):
@@ -465,6 +477,8 @@ class Runner:
         for g in groups:
             kill_group(g)
         self.left_behind = []
+        if not groups:
+            return None
         return (
             f"the sandbox had reached its process limit; killed the processes that "
             f"{len(groups)} earlier command(s) left running to make room"

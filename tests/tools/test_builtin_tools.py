@@ -88,6 +88,8 @@ def test_long_files_are_paged(local):
     assert r.text.splitlines()[-1] == "[lines 1-2000 of 5000; read on with start_line=2001]"
     r = run(local, "read_file", path="big.txt", start_line=4999)
     assert r.text == "  4999\tline 4999\n  5000\tline 5000"
+    r = run(local, "read_file", path="big.txt", start_line=5001)
+    assert r.is_error and "past the end of big.txt (5000 lines)" in r.text
 
 
 def test_reading_missing_directories_and_binaries_gives_errors(local):
