@@ -70,7 +70,9 @@ class ChatApp(App[None]):
         yield StatusBar(id="status")
 
     def on_mount(self) -> None:
-        self.query_one(Composer).focus()
+        composer = self.query_one(Composer)
+        composer.border_title = "Enter send · Ctrl+J new line · Esc interrupt · F1 help"
+        composer.focus()
         self._open_agent(self._resume)
 
     # ------------------------------------------------------------------ the agent
@@ -108,6 +110,7 @@ class ChatApp(App[None]):
             context_limit=backend.context_limit,
             approval_mode=self.agent.config.approval.mode,
             sandbox_kind=type(self.agent.sandbox).__name__.removesuffix("Sandbox").lower(),
+            sandbox="not started",  # this process starts its own on the first run
             activity="idle",
         )
         self.sub_title = self.agent.session_id or "new session"
@@ -139,6 +142,11 @@ class ChatApp(App[None]):
 
     def _status(self) -> StatusBar:
         return self.query_one(StatusBar)
+
+    def on_status_bar_changed(self, message: StatusBar.Changed) -> None:
+        activity = message.status.activity
+        self.query_one(Composer).border_subtitle = activity
+        self.query_one(Composer).set_class(not activity.startswith("idle"), "-busy")
 
     # ------------------------------------------------------------------ approval
 

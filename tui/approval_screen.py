@@ -103,10 +103,10 @@ class ApprovalScreen(ModalScreen[ApprovalAnswer]):
                 placeholder="message to the model (for deny with message)", id="approval-message"
             )
             with Horizontal(id="approval-buttons"):
-                yield Button("Allow once [y]", id="allow", variant="success")
-                yield Button("Allow always [a]", id="allow_always", variant="primary")
-                yield Button("Deny [n]", id="deny", variant="error")
-                yield Button("Deny + message [m]", id="deny_message", variant="warning")
+                yield Button("Allow once (y)", id="allow", variant="success")
+                yield Button("Allow always (a)", id="allow_always", variant="primary")
+                yield Button("Deny (n)", id="deny", variant="error")
+                yield Button("Deny + message (m)", id="deny_message", variant="warning")
 
     def on_mount(self) -> None:
         self.query_one("#allow", Button).focus()

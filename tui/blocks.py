@@ -181,7 +181,7 @@ class ToolBlock(Block):
         subtitle, border = self._status()
         return Panel(
             Group(*self._arguments(), *self._result()),
-            title=f"⚙ {self.name or '…'}",
+            title=self.name or "…",
             title_align="left",
             subtitle=subtitle,
             subtitle_align="right",
@@ -204,7 +204,7 @@ class ErrorBlock(Block):
 
     def renderable(self) -> RenderableType:
         title = f"error in {self.where}" if self.where else "error"
-        return Panel(Text(self.message.strip()), title=f"✖ {title}", border_style="bold red")
+        return Panel(Text(self.message.strip()), title=title, border_style="bold red")
 
     def estimate(self, width: int) -> int:
         return _wrapped_lines(self.message.strip(), width - 4) + 2

@@ -1,11 +1,13 @@
 """The status bar: backend and model, context used against the limit, cache memory, tokens/s,
-cost so far, step, sandbox state, and what the agent is doing now."""
+cost so far, step, sandbox state and approval mode. What the agent is doing now (`activity`) is
+kept here too and shown on the editor's border, where the eye is."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual.message import Message
 from textual.widgets import Static
 
 from agent import events as ev
@@ -63,22 +65,30 @@ class SessionStatus:
             self.activity = f"idle ({e.status.value})"
 
     def render(self) -> Text:
-        limit = f"{self.context_limit:,}" if self.context_limit else "?"
         share = f" {self.context_tokens / self.context_limit:.0%}" if self.context_limit else ""
+        limit = _count(self.context_limit) if self.context_limit else "?"
+        sandbox = " ".join(p for p in (self.sandbox_kind, self.sandbox) if p)
         parts = [
-            ("◆ ", "bold"),
-            (f"{self.backend}", "bold"),
+            (self.backend, "bold"),
             (f" {self.model}" if self.model and self.model != self.backend else "", ""),
-            (f" │ ctx {self.context_tokens:,}/{limit}{share}", ""),
-            (f" │ cache {_bytes(self.cache_bytes)}", ""),
-            (f" │ {self.tokens_per_s:.1f} tok/s", ""),
-            (f" │ ${self.cost:.4f}", ""),
-            (f" │ step {self.step}", ""),
-            (f" │ sandbox {self.sandbox_kind} {self.sandbox}".replace("  ", " "), ""),
-            (f" │ approval {self.approval_mode}" if self.approval_mode else "", ""),
-            (f" │ {self.activity}", "bold yellow" if self.activity != "idle" else ""),
+            (f" · ctx {_count(self.context_tokens)}/{limit}{share}", ""),
+            (f" · cache {_bytes(self.cache_bytes)}", ""),
+            (f" · {self.tokens_per_s:.1f} tok/s", ""),
+            (f" · ${self.cost:.4f}", ""),
+            (f" · step {self.step}", ""),
+            (f" · sandbox {sandbox}", "bold red" if self.sandbox == "failed" else ""),
+            (f" · {self.approval_mode}" if self.approval_mode else "", ""),
         ]
         return Text.assemble(*parts, no_wrap=True, overflow="ellipsis")
+
+
+def _count(n: int) -> str:
+    """Token counts as people read them: 950, 12.3k, 1.0M."""
+    if n < 1000:
+        return str(n)
+    if n < 1_000_000:
+        return f"{n / 1000:.1f}k"
+    return f"{n / 1_000_000:.1f}M"
 
 
 def _bytes(n: int) -> str:
@@ -101,16 +111,27 @@ class StatusBar(Static):
     def on_mount(self) -> None:
         self.update(self.status.render())
 
+    class Changed(Message):
+        """The status changed (the app shows `activity` on the editor's border)."""
+
+        def __init__(self, status: SessionStatus) -> None:
+            super().__init__()
+            self.status = status
+
     def apply_events(self, events_: list[ev.Event]) -> None:
         for e in events_:
             self.status.apply(e)
-        self.update(self.status.render())
+        self._show()
 
     def reset(self) -> None:
         self.status = SessionStatus()
-        self.update(self.status.render())
+        self._show()
 
     def set(self, **fields: object) -> None:
         for name, value in fields.items():
             setattr(self.status, name, value)
+        self._show()
+
+    def _show(self) -> None:
         self.update(self.status.render())
+        self.post_message(self.Changed(self.status))
