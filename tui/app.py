@@ -200,6 +200,13 @@ class ChatApp(App[None]):
             return
         self._send(text[1:] if text.startswith("//") else text)
 
+    def on_composer_paged(self, message: Composer.Paged) -> None:
+        transcript = self.query_one(Transcript)
+        if message.direction < 0:
+            transcript.scroll_page_up(animate=False)
+        else:
+            transcript.scroll_page_down(animate=False)
+
     def _send(self, message: str | None) -> None:
         if self.agent is None:
             self.notify("The session is not open yet.", severity="warning")

@@ -1,9 +1,11 @@
 """The message editor: multi-line, Enter sends, Ctrl+J (or Alt+Enter, or Shift+Enter where the
-terminal reports it) inserts a newline, Up/Down on the first/last line walk the history."""
+terminal reports it) inserts a newline, Up/Down on the first/last line walk the history,
+PageUp/PageDown scroll the transcript (a message to the app: the editor keeps the focus)."""
 
 from __future__ import annotations
 
 from textual import events
+from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
 
@@ -12,6 +14,18 @@ NEWLINE_KEYS = frozenset({"ctrl+j", "alt+enter", "shift+enter"})
 
 class Composer(TextArea):
     """Multi-line input with a history of what was sent."""
+
+    BINDINGS = [
+        Binding("pageup", "page(-1)", "Scroll up", show=False),
+        Binding("pagedown", "page(1)", "Scroll down", show=False),
+    ]
+
+    class Paged(Message):
+        """PageUp/PageDown while typing: the transcript should scroll by a page."""
+
+        def __init__(self, direction: int) -> None:
+            super().__init__()
+            self.direction = direction
 
     class Submitted(Message):
         """The user sent `text` (a message or a slash command)."""
@@ -49,6 +63,9 @@ class Composer(TextArea):
             self._walk(+1)
             return
         await super()._on_key(event)
+
+    def action_page(self, direction: int) -> None:
+        self.post_message(self.Paged(direction))
 
     def _submit(self) -> None:
         text = self.text.strip("\n")

@@ -97,3 +97,19 @@ async def test_commands_change_approval_export_and_resume(make_factory, kit, tmp
         await kit.wait_for(pilot, lambda: again.query_one(Transcript).model.blocks)
         texts = [getattr(b, "text", "") for b in again.query_one(Transcript).model.blocks]
         assert "hi" in texts
+
+
+async def test_page_keys_scroll_the_transcript_while_typing(make_factory, kit):
+    factory = make_factory([])
+    app = ChatApp(factory, resume=kit.write_session(factory.config.sessions_dir, steps=20))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await kit.wait_for(pilot, lambda: app.agent is not None)
+        transcript = app.query_one(Transcript)
+        await pilot.pause()
+        bottom = transcript.scroll_y
+        assert bottom > 0 and app.focused is app.query_one(Composer)
+        await pilot.press("pageup", "pageup")
+        await kit.wait_for(pilot, lambda: transcript.scroll_y < bottom - 20)
+        await pilot.press("pagedown", "pagedown")
+        await kit.wait_for(pilot, lambda: transcript.is_vertical_scroll_end)
+        assert app.focused is app.query_one(Composer)
