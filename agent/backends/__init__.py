@@ -37,6 +37,10 @@ def make_backend(config: AgentConfig) -> Backend:
             f"backend {kind!r} is not available in this installation (no agent/backends/"
             f"{kind}.py); use backend.kind = embedded, openai or scripted"
         ) from exc
+    if not hasattr(module, "from_config"):
+        raise BackendError(
+            f"agent/backends/{kind}.py has no from_config(config); every backend module needs one"
+        )
     return module.from_config(config)
 
 

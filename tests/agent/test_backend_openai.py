@@ -15,9 +15,10 @@ import dsml
 import tools
 from agent import events as ev
 from agent.api import Agent
+from agent.backends import make_backend
 from agent.backends.base import BackendError, CancelToken, StepRequest
 from agent.backends.openai import OpenAIBackend
-from agent.config import AgentConfig
+from agent.config import AgentConfig, load_config
 
 EOS = "<｜end▁of▁sentence｜>"
 Generate = Callable[[str, int], Iterator[str]]
@@ -30,6 +31,7 @@ class FakeDeepSeek:
     def __init__(self, generate: Generate) -> None:
         self.generate = generate
         self.requests: list[tuple[str, dict]] = []
+        self.auth: list[str | None] = []
         self.failures: list[tuple[int, dict]] = []  # (status, headers) answered first, in order
         server = self
 
@@ -40,6 +42,7 @@ class FakeDeepSeek:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append((self.path, body))
+                server.auth.append(self.headers.get("Authorization"))
                 if server.failures:
                     status, headers = server.failures.pop(0)
                     payload = json.dumps({"error": {"message": f"status {status} for test"}})
@@ -303,3 +306,19 @@ def test_cancel_stops_the_stream_and_the_session_continues(tmp_path, sandbox):
         server.close()
     second = server.requests[1][1]["prompt"]
     assert "</think><｜end▁of▁sentence｜><｜User｜>just say ok" in second
+
+
+def test_the_api_key_comes_from_deepseek_api_key_through_the_config(tmp_path, sandbox):
+    server = FakeDeepSeek(fixed(turn("", content="hi")))
+    cfg = load_config(
+        {"backend": {"kind": "openai", "base_url": server.url, "model": "deepseek-chat"}},
+        env={"DEEPSEEK_API_KEY": "sk-from-env"},
+        user_file=None,
+        project_dir=tmp_path,
+    )
+    cfg.sessions_dir = tmp_path / "sessions"
+    try:
+        result = Agent(cfg, backend=make_backend(cfg), sandbox=sandbox).run("hello")
+    finally:
+        server.close()
+    assert result.status == ev.RunStatus.answered and server.auth == ["Bearer sk-from-env"]
