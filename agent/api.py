@@ -110,8 +110,9 @@ class Agent:
     async def stream(self, message: str | None) -> AsyncIterator[Event]:
         """Run `message` and yield every event as it happens (after it is journaled).
 
-        Approval requests without an approver wait for `approve()`. Leaving the iteration early
-        cancels the run (its state is kept)."""
+        Approval requests without an approver wait for `approve()`. Closing the iterator early
+        (`contextlib.aclosing`, or when it is garbage-collected after a `break`) cancels the run;
+        its state is kept. Listeners and this iterator see events only once they are on disk."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event] = asyncio.Queue()
 
@@ -196,12 +197,14 @@ class Agent:
         agent._journal = SessionJournal(agent.session_dir, agent._deliver)
         agent._resumed = True
         saved = agent.store.load_cache(agent.session_id) if agent.config.save_cache else None
-        if saved is not None:
+        # A cache is only usable if the journal holds every message it holds (always so unless
+        # the journal was edited); otherwise the journal's exact text is read in again.
+        if saved is not None and saved[1].get("in_context", 1 << 62) <= len(state.messages):
             try:
                 agent._session = agent.backend.load_session(saved[0])
                 agent.conversation.in_context = saved[1]["in_context"]
             except (FileNotFoundError, KeyError, ValueError, BackendError):
-                agent._session = None  # unusable cache: the journal's text is re-read instead
+                agent._session = None
         agent._answer_interrupted_calls(state.answered_calls)
         return agent
 
