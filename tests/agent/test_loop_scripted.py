@@ -258,3 +258,28 @@ def test_whatever_the_model_writes_the_run_ends_with_a_status(tmp_path, sandbox)
         agent.close()
 
     check()
+
+
+def test_chat_mode_and_max_reasoning_effort_render_as_the_format_says(tmp_path, sandbox):
+    def chat_turn(content, *calls):
+        message = dsml.AssistantMessage(
+            content=content, tool_calls=[dsml.ToolCall(name=n, arguments=a) for n, a in calls]
+        )
+        return dsml.render_suffix([dsml.UserMessage(content="")], [message], "chat")
+
+    script = [chat_turn("Listing.", ("bash", {"command": "ls"})), chat_turn("Done.")]
+    agent, backend, events = make_agent(tmp_path, sandbox, script, thinking_mode="chat")
+    result = agent.run("list")
+    assert (result.status, result.summary) == (ev.RunStatus.answered, "Done.")
+    prompts = agent._session.prompts
+    assert all(p.endswith("<｜Assistant｜></think>") for p in prompts)
+    assert not any(isinstance(e, ev.ReasoningDelta) for e in events)
+    held = "".join(p + c for p, c in zip(prompts, script, strict=True))
+    assert held == dsml.encode_messages(agent.conversation.messages, "chat")
+
+    agent, _, _ = make_agent(tmp_path, sandbox, [turn("", content="ok")], reasoning_effort="max")
+    agent.run("think hard")
+    expected = dsml.encode_messages(
+        agent.conversation.messages[:2], "thinking", reasoning_effort="max"
+    )
+    assert agent._session.prompts[0] == expected and "Reasoning Effort" in expected
