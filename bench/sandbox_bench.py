@@ -37,7 +37,9 @@ def measure(fn: Callable[[], object], runs: int, setup: Callable[[], object] | N
 
 
 def docker_cli(*args: str, stdin: str | None = None) -> str:
-    p = subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True, check=True)
+    p = subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"docker {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
     return p.stdout
 
 
