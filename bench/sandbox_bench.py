@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from tools import DockerSandbox, SandboxConfig, ensure_engine, image_name
 from tools.engine import KEEPER_UID, SANDBOX_UID, docker_client
+from tools.sandbox_admin import owner_label
 
 PAYLOAD = "".join(f"line {i}: some text for the file round trip\n" for i in range(25))  # ~1 KB
 
@@ -106,7 +107,9 @@ def main() -> None:
     def start_cli() -> None:
         name = f"dsv4-bench-{os.getpid()}-{len(names)}"
         names.append(name)
+        # Owned by this process, so a concurrent `prune` (other tests) leaves them alone.
         flags = [f.replace("{vol}", name) for f in CLI_RUN_FLAGS]
+        flags += ["--label", f"dsv4.sandbox.owner={owner_label()}"]
         docker_cli("run", "-d", "--name", name, *flags, image_name(), "sleep", "infinity")
         docker_cli("exec", "-u", str(SANDBOX_UID), name, "true")
 
@@ -119,6 +122,26 @@ def main() -> None:
     cli = measure(start_cli, args.starts, setup=stop_cli)
     stop_cli()
     rows.append(("start + first command", f"n={args.starts}", ours, cli))
+
+    # The floor any Docker-based design pays: create + start of the same container, nothing run.
+    api = docker_client().api
+    created: list[str] = []
+
+    def create_start() -> None:
+        box = DockerSandbox(SandboxConfig())  # its settings, without the runner
+        box._client = docker_client()
+        box._create_container()
+        created.append(box.container_name)
+
+    def remove_created() -> None:
+        while created:
+            name = created.pop()
+            api.remove_container(name, force=True)
+            api.remove_volume(name.replace("dsv4-sandbox-", "dsv4-work-"), force=True)
+
+    floor = measure(create_start, args.starts, setup=remove_created)
+    remove_created()
+    rows.append(("create + start only, SDK", f"n={args.starts}", None, floor))
 
     # -- per-call figures in one running sandbox -----------------------------------------------
     box = DockerSandbox(SandboxConfig())
