@@ -103,19 +103,32 @@ def lr_factor(step: int, progress: float, cfg: TrainConfig) -> float:
     return warm * (1.0 - frac * (1.0 - cfg.final_lr_frac))
 
 
-def make_batches(lengths: Sequence[int], batch_tokens: int) -> list[list[int]]:
-    """Group sequence indices of similar length so that padding wastes little compute."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+def make_batches(
+    lengths: Sequence[int], batch_tokens: int, *, seed: int = 0, pool: int = 8
+) -> list[list[int]]:
+    """Batches of at most `batch_tokens` padded tokens, with little padding.
+
+    Sequences are shuffled, then taken `pool` batches' worth at a time and sorted by length
+    inside that pool only: a batch holds sequences of similar length from a random sample, a
+    wider mix than one global sort by length gives (there, a batch is often one task family).
+    """
+    order = np.random.default_rng([seed, 12345]).permutation(len(lengths)).tolist()
+    mean = max(1, int(np.mean(lengths))) if len(lengths) else 1
+    per_pool = max(1, pool * batch_tokens // mean)
     batches: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = max([lengths[j] for j in current] + [lengths[i]])
-        if current and longest * (len(current) + 1) > batch_tokens:
+    for start in range(0, len(order), per_pool):
+        chunk = sorted(order[start : start + per_pool], key=lambda i: lengths[i])
+        current: list[int] = []
+        longest = 0
+        for i in chunk:
+            grown = max(longest, lengths[i])
+            if current and grown * (len(current) + 1) > batch_tokens:
+                batches.append(current)
+                current, grown = [], lengths[i]
+            current.append(i)
+            longest = grown
+        if current:
             batches.append(current)
-            current = []
-        current.append(i)
-    if current:
-        batches.append(current)
     return batches
 
 
@@ -219,7 +232,9 @@ class Trainer:
             adamw_lr=cfg.adamw_lr,
             weight_decay=cfg.weight_decay,
         )
-        self.batches = make_batches([len(s) for s in data.sequences], cfg.batch_tokens)
+        self.batches = make_batches(
+            [len(s) for s in data.sequences], cfg.batch_tokens, seed=cfg.seed
+        )
         self.step = 0
         self.elapsed = 0.0
         self.history: list[StepStats] = []

@@ -46,13 +46,17 @@ class TaskOutcome:
 
 
 def tiny_agent_config(**overrides: Any) -> AgentConfig:
-    """The configuration tasks run under: everything allowed inside the sandbox, few steps."""
-    return AgentConfig(
+    """The configuration tasks run under: everything allowed inside the sandbox, few steps, and
+    short turns (the expert's longest turn is under 100 tokens; a model that never writes EOS
+    stops at 256)."""
+    config = AgentConfig(
         approval=ApprovalConfig(mode="auto"),
         limits=LimitsConfig(max_steps=6, max_format_failures=2),
         save_cache=False,
         **overrides,
     )
+    config.backend.max_tokens_per_step = 256
+    return config
 
 
 def run_task(

@@ -60,6 +60,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adamw-lr", type=float, default=0.005)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a busy CPU)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="write the checkpoint from the trainer's last saved state, without training",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -119,7 +124,13 @@ def main(args: argparse.Namespace) -> int:
         pad_id=tokenizer.eos_id,
     )
     trainer = Trainer(V4ForTraining(model), data, train_cfg)
-    trainer.run(show_progress=True)
+    if args.export_only:
+        if not trainer.resume():
+            log(f"no trainer state in {train_cfg.out_dir}: nothing to export")
+            return 2
+        log(f"exporting the state of step {trainer.step}")
+    else:
+        trainer.run(show_progress=True)
     last = trainer.history[-5:] if trainer.history else []
     if last:
         log(f"done at step {trainer.step}: loss {sum(s.loss for s in last) / len(last):.4f}")

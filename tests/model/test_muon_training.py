@@ -114,11 +114,22 @@ def test_schedule_warms_up_then_decays_to_the_floor(tmp_path):
     assert lr_factor(99, 1.0, cfg) == pytest.approx(0.1)
 
 
-def test_batches_cover_every_sequence_within_the_token_budget():
+def test_batches_cover_every_sequence_within_the_token_budget_and_mix_kinds():
     lengths = [5, 50, 7, 9, 48, 3, 20]
     batches = make_batches(lengths, 60)
     assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     assert all(max(lengths[i] for i in b) * len(b) <= 60 or len(b) == 1 for b in batches)
+    # two kinds of sequence with distinct length ranges: small pools mix them more often than
+    # one global sort by length would
+    lengths = [100 + i % 7 for i in range(200)] + [140 + i % 7 for i in range(200)]
+
+    def mixed(batches):
+        return sum(len({lengths[i] >= 140 for i in b}) == 2 for b in batches)
+
+    pooled = make_batches(lengths, 1000, pool=4)
+    assert sorted(i for b in pooled for i in b) == list(range(400))
+    assert all(len(b) * max(lengths[i] for i in b) <= 1000 for b in pooled)
+    assert mixed(pooled) > mixed(make_batches(lengths, 1000, pool=10**6))
 
 
 def test_dataset_round_trips_through_a_file(tmp_path):
