@@ -5,13 +5,17 @@ session, and exported as OpenAI messages and as Markdown."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from agent.cli import main
 from agent.commands.run_cmd import EXAMPLES_DIR
+from agent.events import StepFinished, StepStarted, parse_event
 
 EXAMPLE = EXAMPLES_DIR / "fix-off-by-one"
 SCRIPTED = ["--backend", "scripted", "--script", str(EXAMPLE / "reference")]
@@ -69,3 +73,33 @@ def test_an_unknown_session_is_a_usage_error(capsys: pytest.CaptureFixture) -> N
     assert "no session 'no-such-session'" in capsys.readouterr().err
     assert main(["resume", "no-such-session", *SCRIPTED]) == 2
     assert "no session 'no-such-session'" in capsys.readouterr().err
+
+
+def test_resume_with_the_embedded_model_reuses_its_saved_cache(
+    tmp_path: Path, sessions: Path
+) -> None:
+    """`dsv4 resume` of an embedded-model session continues from the cache saved beside the
+    journal: the next step processes only its new prompt tokens, nothing is prefilled again."""
+    project = tmp_path / "project"
+    shutil.copytree(EXAMPLE / "repo", project)
+    # One torch thread: on shared cores the default pool spins (see the README main-job test).
+    env = {**os.environ, "DSV4_SESSIONS_DIR": str(sessions), "OMP_NUM_THREADS": "1"}
+    common = ["-C", str(project), "--backend", "embedded", "--max-steps", "1", "--json"]
+
+    def dsv4(*argv: str) -> list:
+        proc = subprocess.run(
+            [sys.executable, "-m", "agent.cli", *argv, *common],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 3, proc.stderr  # the step limit
+        return [parse_event(line) for line in proc.stdout.splitlines()]
+
+    first = dsv4("run", "Fix the failing tests.")
+    (step1,) = [e for e in first if isinstance(e, StepFinished)]
+    session_id = first[0].session_id
+    resumed = dsv4("resume", session_id)
+    (started,) = [e for e in resumed if isinstance(e, StepStarted)]
+    (step2,) = [e for e in resumed if isinstance(e, StepFinished)]
+    assert started.context_tokens == step1.usage.context_tokens > 0
+    assert step2.usage.cached_tokens == step1.usage.context_tokens
+    assert started.prompt_tokens < step1.usage.context_tokens / 4  # the suffix only
