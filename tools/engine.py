@@ -100,9 +100,15 @@ def ensure_engine(
     """Make the Docker engine answer and the sandbox image exist; idempotent."""
     say = progress or (lambda _m: None)
     t0 = time.monotonic()
-    installed = _ensure_packages(say)
+    installed = False
+    if not engine_answers():
+        installed = _ensure_packages(say, {"docker.io": "dockerd"})
     client, started = _ensure_daemon(say)
-    built = _ensure_image(client, say) if build_image else False
+    built = False
+    if build_image and not _image_present(client):
+        # debootstrap is needed only to build the image.
+        installed = _ensure_packages(say, {"debootstrap": "debootstrap"}) or installed
+        built = _build_image(client, say)
     version = client.version().get("Version", "?")
     return EngineInfo(
         docker_version=version,
@@ -134,12 +140,9 @@ def shared_client(base_url: str | None = None) -> docker.DockerClient:
         return _shared[key]
 
 
-def _ensure_packages(say: Progress) -> bool:
-    missing = [
-        pkg
-        for pkg, binary in (("docker.io", "dockerd"), ("debootstrap", "debootstrap"))
-        if shutil.which(binary) is None
-    ]
+def _ensure_packages(say: Progress, wanted: dict[str, str]) -> bool:
+    """Install the Debian packages (name -> binary it provides) whose binary is missing."""
+    missing = [pkg for pkg, binary in wanted.items() if shutil.which(binary) is None]
     if not missing:
         return False
     if os.geteuid() != 0:
@@ -153,7 +156,7 @@ def _ensure_packages(say: Progress) -> bool:
         ["apt-get", "update", "-q"],
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
     ):
-        _run(cmd, env=env, what="installing the Docker engine")
+        _run(cmd, env=env, what=f"installing {' '.join(missing)}")
     return True
 
 
@@ -202,15 +205,18 @@ def _ensure_daemon(say: Progress) -> tuple[docker.DockerClient, bool]:
     )
 
 
-def _ensure_image(client: docker.DockerClient, say: Progress) -> bool:
+def _image_present(client: docker.DockerClient) -> bool:
     import docker
 
-    name = image_name()
     try:
-        client.images.get(name)
-        return False
+        client.images.get(image_name())
+        return True
     except docker.errors.ImageNotFound:
-        pass
+        return False
+
+
+def _build_image(client: docker.DockerClient, say: Progress) -> bool:
+    name = image_name()
     say(f"building image {name} (debootstrap {SUITE}, about a minute)")
     with tempfile.TemporaryDirectory(prefix="dsv4-rootfs-", dir="/var/tmp") as tmp:
         rootfs = Path(tmp) / "rootfs"
