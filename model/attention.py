@@ -24,6 +24,7 @@ def sparse_attention(
     comp_kv: torch.Tensor | None = None,
     comp_idx: torch.Tensor | None = None,
     ratio: int = 0,
+    band_start: int | None = None,
 ) -> torch.Tensor:
     """Softmax attention of queries over a window of raw kv and compressed entries, with sink.
 
@@ -33,12 +34,23 @@ def sparse_attention(
     (entry s visible when s < (q_pos + 1) // ratio, HCA), else comp_idx [n, k] lists each
     query's entries (-1 = none, CSA). The sink adds exp(sink[h]) to the denominator.
     K = V, so the output still carries RoPE on its rope dims. Returns [n, H, hd].
+    band_start: when the queries are consecutive positions and win_kv holds consecutive
+    positions from band_start on (win_pos = band_start + arange(m)), each query scores only its
+    own `window` keys instead of all m.
     """
     n, n_heads, hd = q.shape
     qf = q.reshape(n * n_heads, hd)
-    d = q_pos.unsqueeze(1) - win_pos.unsqueeze(0)  # [n, m]
-    win_ok = (d >= 0) & (d < window)
-    parts = [(qf @ win_kv.t()).view(n, n_heads, -1).masked_fill(~win_ok.unsqueeze(1), -torch.inf)]
+    band = None
+    if band_start is not None and n > 1 and win_kv.shape[0] > 2 * window:
+        # Consecutive queries over consecutive keys: each query's window is a strided view.
+        band, key_pos = _window_band(win_kv, band_start, int(q_pos[0]), n, window)
+        win_ok = key_pos >= band_start
+        parts = [torch.bmm(q, band).masked_fill(~win_ok.unsqueeze(1), -torch.inf)]
+    else:
+        d = q_pos.unsqueeze(1) - win_pos.unsqueeze(0)  # [n, m]
+        win_ok = (d >= 0) & (d < window)
+        s_win = (qf @ win_kv.t()).view(n, n_heads, -1)
+        parts = [s_win.masked_fill(~win_ok.unsqueeze(1), -torch.inf)]
     gathered = None
     if comp_kv is not None and comp_kv.shape[0]:
         if comp_idx is None:
@@ -52,7 +64,10 @@ def sparse_attention(
     parts.append(sink.float().view(1, n_heads, 1).expand(n, n_heads, 1))
     probs = torch.softmax(torch.cat(parts, dim=-1), dim=-1)
     m = parts[0].shape[-1]
-    out = (probs[..., :m].reshape(n * n_heads, m) @ win_kv).view(n, n_heads, hd)
+    if band is not None:
+        out = torch.bmm(probs[..., :m], band.transpose(1, 2))
+    else:
+        out = (probs[..., :m].reshape(n * n_heads, m) @ win_kv).view(n, n_heads, hd)
     if len(parts) == 3:
         pc = probs[..., m:-1]
         if gathered is None:
@@ -60,6 +75,20 @@ def sparse_attention(
         else:
             out = out + torch.bmm(pc, gathered)
     return out
+
+
+def _window_band(
+    kv: torch.Tensor, kv_start: int, q_start: int, n: int, window: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query, the kv rows of its window as a view [n, hd, window], and their positions."""
+    first = q_start - window + 1  # position of query 0's oldest window key
+    offset = first - kv_start
+    if offset < 0:  # the sequence starts inside the window: pad (masked by position)
+        kv = torch.cat((kv.new_zeros(-offset, kv.shape[1]), kv))
+        offset = 0
+    band = kv[offset : offset + n + window - 1].unfold(0, window, 1)
+    key_pos = torch.arange(n).unsqueeze(1) + (first + torch.arange(window))
+    return band, key_pos
 
 
 class Attention(nn.Module):
@@ -108,7 +137,8 @@ class Attention(nn.Module):
         for b in range(bsz):
             lc, start = caches[b], starts[b]
             win_kv = torch.cat((lc.window, kv[b])) if lc.window.shape[0] else kv[b]
-            win_pos = torch.arange(start - lc.window.shape[0], start + n)
+            lc_window_len = lc.window.shape[0]
+            win_pos = torch.arange(start - lc_window_len, start + n)
             lc.window = win_kv[-self.window :].clone()
             comp_kv = comp_idx = None
             if self.compressor is not None:
@@ -136,6 +166,7 @@ class Attention(nn.Module):
                     comp_kv=comp_kv,
                     comp_idx=comp_idx,
                     ratio=self.ratio,
+                    band_start=start - lc_window_len,
                 )
             )
         o = apply_rope(torch.stack(outs), cos.unsqueeze(-2), sin.unsqueeze(-2), inverse=True)

@@ -113,6 +113,26 @@ class ModelConfig(BaseModel):
                 per_token += self.index_head_dim / r
         return per_token * element_bytes
 
+    def cache_bytes(self, num_tokens: int, element_bytes: int = 4) -> int:
+        """Exact bytes of a session's cache after num_tokens tokens (what `Session` holds).
+
+        Per layer: the window's last min(T, window) kv vectors; for ratio r > 0 the T // r
+        compressed entries, the T % r tail rows (kv and score, coff * width each) and, for the
+        overlapping ratio 4 once a block is complete, the previous block's r first-half rows
+        (kv and score); for CSA the same again for the indexer at index_head_dim.
+        """
+        t = num_tokens
+        total = 0
+        for r in self.layer_ratios:
+            total += min(t, self.window_size) * self.head_dim
+            widths = [self.head_dim] + ([self.index_head_dim] if r == 4 else [])
+            for w in widths if r else []:
+                coff = 2 if r == 4 else 1
+                total += (t // r) * w + 2 * (t % r) * coff * w
+                if r == 4 and t >= r:
+                    total += 2 * r * w
+        return total * element_bytes
+
     def cache_constant_bytes(self, element_bytes: int = 4) -> int:
         """Upper bound of the length-independent part of the cache (windows and tails)."""
         total = 0

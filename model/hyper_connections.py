@@ -6,7 +6,12 @@ names `hc_attn_fn`, `hc_attn_base`, `hc_attn_scale`, ...), so other backends can
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+# Up to this many elements (decode steps: a few tokens' hc x hc matrices), the ~80 tiny
+# Sinkhorn operations run in numpy, whose per-call overhead is a fraction of torch's.
+_NUMPY_MAX = 4096
 
 
 def hc_mix_weights(
@@ -35,6 +40,8 @@ def hc_mix_weights(
 
 def sinkhorn(comb: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
     """Column-normalise, then `iters - 1` rounds of row- then column-normalisation."""
+    if comb.numel() <= _NUMPY_MAX and not comb.requires_grad and comb.device.type == "cpu":
+        return torch.from_numpy(_sinkhorn_numpy(comb.numpy(), iters, eps))
     comb = comb / (comb.sum(-2, keepdim=True) + eps)
     for _ in range(iters - 1):
         comb = comb / (comb.sum(-1, keepdim=True) + eps)
@@ -69,3 +76,12 @@ def hc_head_collapse(
     r = torch.rsqrt(x.square().mean(-1, keepdim=True) + norm_eps)
     pre = torch.sigmoid((x @ fn.float().t()) * r * scale.float() + base.float()) + eps
     return hc_collapse(streams, pre)
+
+
+def _sinkhorn_numpy(comb: np.ndarray, iters: int, eps: float) -> np.ndarray:
+    eps32 = np.float32(eps)
+    comb = comb / (comb.sum(-2, keepdims=True) + eps32)
+    for _ in range(iters - 1):
+        comb = comb / (comb.sum(-1, keepdims=True) + eps32)
+        comb = comb / (comb.sum(-2, keepdims=True) + eps32)
+    return comb
