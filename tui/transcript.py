@@ -1,13 +1,16 @@
 """The transcript: one Line-API widget that draws only the rows on screen.
 
-A session of ten thousand events is a few thousand blocks; mounting a widget for each would make
-opening and scrolling grow with the session. Here each block is rendered (rich → strips) only when
-a row of it is on screen, and kept until it changes or the width does. Blocks never rendered
-count with an estimated height; when a block is rendered its real height replaces the guess.
+A session of ten thousand events is a thousand blocks or more; mounting a widget for each would
+make opening and scrolling grow with the session. Here each block is rendered (rich → strips)
+only when a row of it is on screen, and kept until it changes or the width does. Blocks not yet
+rendered count with an estimated height; in idle moments the transcript measures them a few
+milliseconds at a time (keeping the rows on screen where they are), so the scrollbar becomes
+exact without delaying the first frame.
 """
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_right
 from itertools import accumulate
 
@@ -25,6 +28,10 @@ from tui.transcript_model import TranscriptModel
 
 GAP = 1
 """Blank rows after each block."""
+MEASURE_SLICE_S = 0.010
+"""Longest stretch of background measuring before the app gets control back."""
+MEASURE_PAUSE_S = 0.05
+"""Pause between two stretches (background measuring takes at most a sixth of a core)."""
 
 
 class Transcript(ScrollView, can_focus=True):
@@ -55,8 +62,11 @@ class Transcript(ScrollView, can_focus=True):
         self._cache: dict[int, tuple[int, int, list[Strip]]] = {}  # block id → width, version
         self._width = 0
         self._follow = True
+        self._measure_from = 0  # no block before this index still has an estimated height
+        self._measure_timer: object | None = None
         self.rendered_blocks = 0
-        """How many times a block was rendered (a check that only visible ones are)."""
+        """How many times a block was rendered to be drawn (a check that only visible ones
+        are); background measuring does not keep what it renders and is not counted."""
 
     # ------------------------------------------------------------------ feeding
 
@@ -64,6 +74,7 @@ class Transcript(ScrollView, can_focus=True):
         """Forget every block (another session is about to be shown)."""
         self.model = TranscriptModel()
         self._heights, self._exact, self._offsets = [], [], [0]
+        self._measure_from = 0
         self._cache.clear()
         self._relayout(follow=True)
 
@@ -94,6 +105,7 @@ class Transcript(ScrollView, can_focus=True):
             self._heights[index] = len(self._strips(block, width)) + GAP
         else:
             self._heights[index] = block.estimate(width) + GAP
+            self._measure_from = min(self._measure_from, index)
 
     def _relayout(self, follow: bool) -> None:
         self._offsets = [0, *accumulate(self._heights)]
@@ -102,6 +114,49 @@ class Transcript(ScrollView, can_focus=True):
         if follow:
             self.scroll_to(y=max(0, self._offsets[-1] - self.size.height), animate=False)
         self.refresh()
+        self._schedule_measure()
+
+    # ------------------------------------------------------------------ background measuring
+
+    @property
+    def fully_measured(self) -> bool:
+        """Whether every block's height is its real one (no estimates left)."""
+        return all(self._exact[self._measure_from :])
+
+    def _schedule_measure(self) -> None:
+        if self._measure_timer is None and self.is_mounted and not self.fully_measured:
+            self._measure_timer = self.set_timer(MEASURE_PAUSE_S, self._measure_some)
+
+    def _measure_some(self) -> None:
+        """Replace estimated heights by real ones for a few milliseconds."""
+        self._measure_timer = None
+        width = self._content_width()
+        console = self.app.console
+        options = console.options.update_width(width)
+        top_index = bisect_right(self._offsets, int(self.scroll_y)) - 1
+        deadline = time.perf_counter() + MEASURE_SLICE_S
+        shift, changed, index = 0, False, self._measure_from
+        blocks = self.model.blocks
+        while index < len(blocks) and time.perf_counter() < deadline:
+            if not self._exact[index]:
+                lines = console.render_lines(blocks[index].renderable(), options, pad=True)
+                height = len(lines) + GAP
+                if index < top_index:
+                    shift += height - self._heights[index]
+                self._heights[index], self._exact[index] = height, True
+                changed = True
+            index += 1
+        self._measure_from = index
+        if changed:
+            self._offsets = [0, *accumulate(self._heights)]
+            self.virtual_size = Size(width, self._offsets[-1])
+            if self._follow:
+                end = max(0, self._offsets[-1] - self.size.height)
+                self.scroll_to(y=end, animate=False, immediate=True)
+            elif shift:  # blocks above the view changed height: keep the view on the same rows
+                self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
+            self.refresh()
+        self._schedule_measure()
 
     # ------------------------------------------------------------------ toggling
 
@@ -146,11 +201,17 @@ class Transcript(ScrollView, can_focus=True):
             self._width = width
             self._heights = [b.estimate(width) + GAP for b in self.model.blocks]
             self._exact = [False] * len(self._heights)
+            self._measure_from = 0
             self._relayout(self._follow or self.is_vertical_scroll_end)
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
-        self._follow = self.is_vertical_scroll_end
+        # Scrolling up stops following; reaching the end again resumes it. (Our own scrolls to
+        # the end only go down, so they never stop it while text streams in.)
+        if new < old:
+            self._follow = False
+        if self.is_vertical_scroll_end:
+            self._follow = True
 
     def _strips(self, block: Block, width: int) -> list[Strip]:
         cached = self._cache.get(id(block))

@@ -163,4 +163,6 @@ class TranscriptModel:
             f"── {e.status.value}: {summary} ── {t.steps} steps, {t.tool_calls} tool calls, "
             f"{t.generated_tokens} tokens written, {t.duration_s:.1f} s"
         )
+        if e.session_id:
+            text += f" · session {e.session_id}"
         return self._add(NoteBlock(step=e.step, text=text, style=style))

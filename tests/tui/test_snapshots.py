@@ -20,7 +20,16 @@ def resumed_app(make_factory, kit, tmp_path) -> ChatApp:
 async def _ready(pilot) -> None:
     app = pilot.app
     app.query_one(Composer).cursor_blink = False
-    while app.agent is None or not app.query_one(Transcript).model.blocks:
+    await _settled(pilot, "idle")
+
+
+async def _settled(pilot, activity: str) -> None:
+    """Wait until the status shows `activity` and every block's height is measured (so that
+    the scrollbar is where it will stay)."""
+    composer, transcript = pilot.app.query_one(Composer), pilot.app.query_one(Transcript)
+    while composer.border_subtitle != activity or not (
+        transcript.model.blocks and transcript.fully_measured
+    ):
         await pilot.pause(0.02)
     await pilot.pause()
 
@@ -40,7 +49,8 @@ def test_snapshot_reasoning_and_output_expanded(snap_compare, make_factory, kit,
         reasoning = [b for b in transcript.model.blocks if b.toggleable and b.step == 3][0]
         transcript.toggle(reasoning)
         transcript.scroll_end(animate=False, immediate=True)
-        await pilot.pause()
+        await _settled(pilot, "idle")
+        assert transcript.is_vertical_scroll_end
 
     assert snap_compare(app, terminal_size=SIZE, run_before=expand)
 
@@ -64,7 +74,7 @@ def test_snapshot_approval_dialog(snap_compare, make_factory, kit):
         app.on_composer_submitted(Composer.Submitted("add a greet function"))
         while not isinstance(app.screen, ApprovalScreen):
             await pilot.pause(0.02)
-        await pilot.pause()
+        await _settled(pilot, "waiting for approval")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=ask)
 

@@ -46,6 +46,30 @@ async def test_ten_thousand_events_render_only_what_is_on_screen(kit):
         assert len(transcript.model.blocks) == len(blocks)
 
 
+async def test_idle_measuring_makes_heights_exact_and_keeps_the_view_still(kit):
+    app = TranscriptOnly()
+    async with app.run_test(size=(100, 30)) as pilot:
+        transcript = app.query_one(Transcript)
+        transcript.apply_events(kit.session_events(100))
+        await pilot.pause()
+        transcript.scroll_to(y=transcript.virtual_size.height // 2, animate=False, immediate=True)
+        transcript.render_lines(transcript.size.region)  # draw (and measure) the view once
+        view = plain_lines(transcript)
+        assert not transcript.fully_measured
+        drawn = transcript.rendered_blocks
+        await kit.wait_for(pilot, lambda: transcript.fully_measured, timeout=60)
+        measured_only = transcript.rendered_blocks == drawn
+        exact = sum(
+            len(transcript._strips(b, transcript._content_width())) + 1
+            for b in transcript.model.blocks
+        )
+        assert transcript.virtual_size.height == exact
+        # Blocks above the view changed height; the rows on screen stayed the same, and
+        # measuring rendered nothing for display.
+        assert plain_lines(transcript) == view
+        assert measured_only
+
+
 def test_events_become_blocks_with_deltas_joined(kit):
     from tui.transcript_model import TranscriptModel
 
