@@ -4,7 +4,9 @@
 
 Ours: `DockerSandbox` (a long-lived runner inside the container, one stream for all calls).
 Reference, in the same run and with the same container settings: the `docker` command line
-(`docker run -d` + `docker exec`), and the docker SDK's `exec_run` for exec overhead.
+(`docker run -d` + `docker exec`), the docker SDK's `exec_run` for exec overhead, and a bare
+container create + start (the floor any Docker-based start pays). The variants are timed in turn,
+one call each per round, so that all see the same load on a shared machine.
 Targets (issue 4): start plus first command <= 400 ms, exec overhead median <= 60 ms.
 """
 
@@ -24,17 +26,24 @@ from tools.sandbox_admin import owner_label
 PAYLOAD = "".join(f"line {i}: some text for the file round trip\n" for i in range(25))  # ~1 KB
 
 
-def measure(fn: Callable[[], object], runs: int, setup: Callable[[], object] | None = None):
-    times = []
-    for _ in range(runs):
-        if setup:
-            setup()
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
+def summary(times: list[float]) -> tuple[float, float, float]:
+    times = sorted(times)
     p95 = times[min(len(times) - 1, int(round(0.95 * len(times))) - 1)]
     return statistics.median(times), p95, times[0]
+
+
+def measure_interleaved(
+    cases: list[tuple[Callable[[], object], Callable[[], object]]], runs: int
+) -> list[tuple[float, float, float]]:
+    """(run, clean up) pairs timed in turn, so that all see the same machine load."""
+    times: list[list[float]] = [[] for _ in cases]
+    for _ in range(runs):
+        for (fn, cleanup), out in zip(cases, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t0) * 1000)
+            cleanup()
+    return [summary(t) for t in times]
 
 
 def docker_cli(*args: str, stdin: str | None = None) -> str:
@@ -100,8 +109,6 @@ def main() -> None:
         while boxes:
             boxes.pop().stop()
 
-    ours = measure(start_ours, args.starts, setup=stop_ours)
-    stop_ours()
     names: list[str] = []
 
     def start_cli() -> None:
@@ -119,10 +126,6 @@ def main() -> None:
             subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True)
             subprocess.run(["docker", "volume", "rm", name], capture_output=True)
 
-    cli = measure(start_cli, args.starts, setup=stop_cli)
-    stop_cli()
-    rows.append(("start + first command", f"n={args.starts}", ours, cli))
-
     # The floor any Docker-based design pays: create + start of the same container, nothing run.
     api = docker_client().api
     created: list[str] = []
@@ -139,8 +142,11 @@ def main() -> None:
             api.remove_container(name, force=True)
             api.remove_volume(name.replace("dsv4-sandbox-", "dsv4-work-"), force=True)
 
-    floor = measure(create_start, args.starts, setup=remove_created)
-    remove_created()
+    ours, cli, floor = measure_interleaved(
+        [(start_ours, stop_ours), (start_cli, stop_cli), (create_start, remove_created)],
+        args.starts,
+    )
+    rows.append(("start + first command", f"n={args.starts}", ours, cli))
     rows.append(("create + start only, SDK", f"n={args.starts}", None, floor))
 
     # -- per-call figures in one running sandbox -----------------------------------------------
@@ -149,31 +155,38 @@ def main() -> None:
     try:
         name = box.container_name
         box.exec("true", timeout=10)
-        ours = measure(lambda: box.exec("true", timeout=10), args.runs)
-        cli = measure(lambda: docker_cli("exec", "-u", str(SANDBOX_UID), name, "true"), args.runs)
         container = docker_client().containers.get(name)
-        sdk = measure(lambda: container.exec_run(["true"], user=str(SANDBOX_UID)), args.runs)
+        uid = str(SANDBOX_UID)
+
+        def nothing() -> None:
+            pass
+
+        ours, cli, sdk = measure_interleaved(
+            [
+                (lambda: box.exec("true", timeout=10), nothing),
+                (lambda: docker_cli("exec", "-u", uid, name, "true"), nothing),
+                (lambda: container.exec_run(["true"], user=uid), nothing),
+            ],
+            args.runs,
+        )
         rows.append(("exec `true`", f"n={args.runs}", ours, cli))
         rows.append(("exec `true`, SDK exec_run", f"n={args.runs}", None, sdk))
-
-        ours = measure(lambda: box.write_file("bench.txt", PAYLOAD), args.runs)
-        cli = measure(
-            lambda: docker_cli(
-                "exec",
-                "-i",
-                "-u",
-                str(SANDBOX_UID),
-                name,
-                "sh",
-                "-c",
-                "cat > bench.txt",
-                stdin=PAYLOAD,
-            ),
+        write_cli = ["exec", "-i", "-u", uid, name, "sh", "-c", "cat > bench.txt"]
+        ours, cli = measure_interleaved(
+            [
+                (lambda: box.write_file("bench.txt", PAYLOAD), nothing),
+                (lambda: docker_cli(*write_cli, stdin=PAYLOAD), nothing),
+            ],
             args.runs,
         )
         rows.append(("write_file 1 KB", f"n={args.runs}", ours, cli))
-        ours = measure(lambda: box.read_file("bench.txt"), args.runs)
-        cli = measure(lambda: docker_cli("exec", name, "cat", "bench.txt"), args.runs)
+        ours, cli = measure_interleaved(
+            [
+                (lambda: box.read_file("bench.txt"), nothing),
+                (lambda: docker_cli("exec", name, "cat", "bench.txt"), nothing),
+            ],
+            args.runs,
+        )
         rows.append(("read_file 1 KB", f"n={args.runs}", ours, cli))
         assert box.read_file("bench.txt") == PAYLOAD
     finally:
