@@ -5,8 +5,8 @@ A session of at least `--events` events (default 10,000) is recorded first by th
 streamed in 12-character pieces; tools in a local sandbox). Then the app reopens it headless
 (`--resume`), and we time:
 
-- open: from starting the app to the first frame with the whole transcript loaded (the agent's
-  own resume, which reads the journal, is shown apart);
+- open: from starting the app to the first frame that paints the loaded transcript (the
+  agent's own resume, which reads the journal again, runs after it and is timed apart);
 - page scroll: PageUp from the end, each page drawn (the rows the terminal would receive);
 - jump: to random places never drawn before (every block there rendered for the first time);
 - the same open with a reference transcript that mounts one widget per block (what the
@@ -120,8 +120,8 @@ async def measure_app(factory: AgentFactory, session_id: str, pages: int) -> dic
         while not transcript.model.blocks:
             await asyncio.sleep(0.001)
         loaded = time.perf_counter()
-        await pilot.pause()
-        _draw(transcript)
+        while not transcript.rendered_blocks:  # the transcript's rows are being painted
+            await asyncio.sleep(0.001)
         out["open_s"] = time.perf_counter() - start
         out["open_cpu_s"] = time.process_time() - cpu0
         out["loaded_s"] = loaded - start

@@ -8,6 +8,7 @@ about approvals in a modal, and runs slash commands.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 from textual import work
@@ -48,9 +49,11 @@ class ChatApp(App[None]):
     class HistoryLoaded(Message):
         """The journal of the session being opened was read."""
 
-        def __init__(self, history: list[ev.Event]) -> None:
+        def __init__(self, history: list[ev.Event], shown: threading.Event) -> None:
             super().__init__()
             self.history = history
+            self.shown = shown
+            """Set once the transcript is drawn."""
 
     class AgentReady(Message):
         def __init__(self, agent: Agent) -> None:
@@ -83,9 +86,12 @@ class ChatApp(App[None]):
         A resumed session's transcript is shown first, while the agent replays the journal."""
         self.call_from_thread(self._status().set, activity="opening session")
         try:
-            self.post_message(
-                self.HistoryLoaded(self.factory.history(session_id) if session_id else [])
-            )
+            history = self.factory.history(session_id) if session_id else []
+            shown = threading.Event()
+            self.post_message(self.HistoryLoaded(history, shown))
+            # The agent's own replay of the journal would compete for the interpreter with the
+            # first frame: let the transcript be drawn first.
+            shown.wait(timeout=2)
             agent = self.factory.open(session_id)
         except Exception as exc:  # shown in the transcript; the app stays usable for /resume
             self.call_from_thread(self._show_error, f"could not open the session: {exc}", "tui")
@@ -100,6 +106,7 @@ class ChatApp(App[None]):
         status = self._status()
         status.reset()
         status.apply_events(message.history)
+        self.call_after_refresh(message.shown.set)
 
     def on_chat_app_agent_ready(self, message: AgentReady) -> None:
         self.agent = message.agent
@@ -110,7 +117,7 @@ class ChatApp(App[None]):
             context_limit=backend.context_limit,
             approval_mode=self.agent.config.approval.mode,
             sandbox_kind=type(self.agent.sandbox).__name__.removesuffix("Sandbox").lower(),
-            sandbox="not started",  # this process starts its own on the first run
+            sandbox="off",  # this process starts its own on the first run
             activity="idle",
         )
         self.sub_title = self.agent.session_id or "new session"

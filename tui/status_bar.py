@@ -26,7 +26,7 @@ class SessionStatus:
     cost: float = 0.0
     step: int = 0
     sandbox_kind: str = ""
-    sandbox: str = "not started"
+    sandbox: str = "off"
     activity: str = "idle"
     approval_mode: str = ""
     _step_started: float = 0.0
@@ -40,7 +40,7 @@ class SessionStatus:
             self._step_started = e.time
             self.context_tokens = e.context_tokens
             self.activity = "thinking"
-            if self.sandbox in ("not started", "starting"):
+            if self.sandbox == "off":
                 self.sandbox = "ready"  # the agent starts its sandbox before the first step
         elif isinstance(e, ev.ContentDelta):
             self.activity = "writing"
