@@ -110,15 +110,7 @@ class ToolRunner:
         while worker.is_alive():
             worker.join(0.05)
             if cancel.cancelled and worker.is_alive():
-                interrupt = getattr(self.sandbox, "interrupt", None)
-                if interrupt is not None:
-                    interrupt()
-                    worker.join(5.0)
-                return CallOutcome(
-                    "Interrupted by the user while running; it may have partly run.",
-                    is_error=True,
-                    duration_s=time.monotonic() - started,
-                )
+                return self._interrupted(worker, box, started)
         result = box[0]
         if isinstance(result, Exception):
             return CallOutcome(
@@ -133,3 +125,14 @@ class ToolRunner:
             data=dict(result.data or {}),
             duration_s=time.monotonic() - started,
         )
+
+    def _interrupted(self, worker: threading.Thread, box: list[Any], started: float) -> CallOutcome:
+        """Kill what the tool runs in the sandbox and report what it did up to then."""
+        self.sandbox.interrupt()
+        worker.join(5.0)  # an interrupted command answers at once, with its output so far
+        text = "Interrupted by the user while running; it may have partly run."
+        data: dict[str, Any] = {"interrupted": True}
+        if box and not isinstance(box[0], Exception):
+            text += "\n" + box[0].text
+            data = {**(box[0].data or {}), **data}
+        return CallOutcome(text, is_error=True, data=data, duration_s=time.monotonic() - started)

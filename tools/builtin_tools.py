@@ -48,6 +48,8 @@ def render_exec(r: ExecResult, timeout: float) -> str:
         lines.append(
             f"[timed out after {timeout:g} s: the command and its child processes were killed]"
         )
+    elif r.interrupted:
+        lines.append("[interrupted: the command and its child processes were killed]")
     elif r.oom_killed:
         lines.append("[killed: the sandbox ran out of memory (its memory limit was reached)]")
     elif r.exit_code is None:

@@ -16,7 +16,8 @@ group). Its output goes through a pipe that this loop reads as it comes, keeping
 tail (memory stays bounded whatever the command prints). The response goes out when the command
 itself has exited and its pipe is drained, or shortly after it exits if a background process still
 holds the pipe: that pipe is then read and discarded until it closes, so the background process
-neither blocks nor dies of SIGPIPE.
+neither blocks nor dies of SIGPIPE. An `interrupt` request (served like any other, while commands
+run) kills the groups of the commands still running; each then answers with `interrupted` set.
 """
 
 import marshal
@@ -200,6 +201,7 @@ class Job:
         self.ended = None
         self.eof = False
         self.timed_out = False
+        self.interrupted = False
         self.notice = None
         self.stdin_data = None
         self.stdin_fd = None
@@ -299,6 +301,9 @@ class Runner:
             if op == "exec":
                 self.spawn(req)
                 return
+            if op == "interrupt":
+                self.send({"id": req["id"], "ok": True, "interrupted": self.interrupt()})
+                return
             fn = {
                 "read": op_read,
                 "write": op_write,
@@ -394,6 +399,18 @@ class Runner:
             os.set_blocking(in_w, False)
             self.watch(in_w, OUT, "feed", job)
 
+    def interrupt(self):
+        """Kill the process group of every command still running; each answers as interrupted
+        once reaped. Returns how many there were."""
+        running = [job for job in self.jobs.values() if job.status is None]
+        for job in running:
+            job.interrupted = True
+            try:  # one kill here; reap() kills the group again for what forked meanwhile
+                os.killpg(job.pid, SIGKILL)
+            except OSError:
+                pass
+        return len(running)
+
     def feed(self, job):
         try:
             n = os.write(job.stdin_fd, job.stdin_data[:READ_CHUNK])
@@ -443,7 +460,10 @@ class Runner:
         os.close(job.pidfd)
         self.close_stdin(job)
         elapsed = job.ended - job.started
-        if elapsed >= job.req["timeout"] - 0.01 and (
+        if job.interrupted:
+            job.timed_out = False
+            kill_group(job.pid)  # what forked between the kill and the reap
+        elif elapsed >= job.req["timeout"] - 0.01 and (
             os.WIFSIGNALED(status) or os.WEXITSTATUS(status) == 124
         ):
             job.timed_out = True
@@ -487,7 +507,7 @@ class Runner:
     def finish(self, job):
         if self.jobs.pop(job.pid, None) is None:
             return
-        if not job.timed_out:
+        if not (job.timed_out or job.interrupted):
             self.left_behind = [g for g in self.left_behind[-200:] if group_alive(g)]
             self.left_behind.append(job.pid)
         status = job.status
@@ -503,6 +523,7 @@ class Runner:
                 "exit_code": code,
                 "signal": SIGNALS.get(sig, f"SIG{sig}") if sig else None,
                 "timed_out": job.timed_out,
+                "interrupted": job.interrupted,
                 "oom_killed": sig == 9 and oom_kills() > job.oom_before,
                 "output": output,
                 "truncated_bytes": elided,

@@ -73,6 +73,8 @@ class ExecResult(BaseModel):
     """Name of the signal that ended the command ("SIGKILL"), if one did."""
     timed_out: bool = False
     """The timeout passed and the command's whole process group was killed."""
+    interrupted: bool = False
+    """`Sandbox.interrupt()` killed the command's whole process group before it ended."""
     oom_killed: bool = False
     """The kernel's OOM killer ended the command (the sandbox's memory limit)."""
     output: str = ""
@@ -88,7 +90,7 @@ class ExecResult(BaseModel):
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not (self.timed_out or self.interrupted)
 
 
 class FileContent(BaseModel):
@@ -145,6 +147,11 @@ class Sandbox(Protocol):
         ignore_case: bool = False,
         limit: int = 200,
     ) -> dict[str, Any]: ...
+
+    def interrupt(self) -> int:
+        """Kill the commands running now (their whole process groups), from any thread: each
+        `exec` waiting on one returns at once with `interrupted` set. Returns how many."""
+        ...
 
     def stop(self) -> None: ...
 
@@ -236,6 +243,8 @@ class RunnerSandbox:
 
     workdir: str
     config: SandboxConfig
+    _rc: RunnerClient | None
+    _lock: threading.Lock
 
     def _runner(self) -> tuple[RunnerClient, str | None]:
         """A live runner, and a notice if it (or the sandbox) had to be brought back."""
@@ -301,6 +310,18 @@ class RunnerSandbox:
         if notice:
             fields["notice"] = _join(notice, fields["notice"]) if fields.get("notice") else notice
         return ExecResult(**fields)
+
+    def interrupt(self) -> int:
+        # The runner serves requests while commands run, so this goes over the same stream. A
+        # runner that is down runs nothing: there is nothing to interrupt, and nothing to mend.
+        with self._lock:
+            client = self._rc
+        if client is None or client.dead is not None:
+            return 0
+        try:
+            return int(client.request("interrupt", wait=5).get("interrupted", 0))
+        except (RunnerGone, TimeoutError):
+            return 0
 
     def _file_op(self, op: str, **fields: Any) -> dict[str, Any]:
         client, _ = self._runner()

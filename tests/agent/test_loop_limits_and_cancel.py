@@ -5,6 +5,7 @@ the session goes on."""
 import asyncio
 import contextlib
 import threading
+import time
 
 import pytest
 
@@ -140,10 +141,14 @@ def test_cancel_during_generation_keeps_the_partial_turn_and_the_session_continu
     )
 
 
-def test_cancel_during_a_tool_stops_waiting_and_the_session_continues(tmp_path, sandbox):
+def test_cancel_during_a_tool_kills_its_command_and_the_session_continues(tmp_path, sandbox):
+    sleep = "sleep 60.37"  # a duration of our own: the count below sees only this command
+    count = f"pgrep -cfx '{sleep}'"
     script = [
         turn(
-            "", ("bash", {"command": "sleep 20; echo late"}), ("bash", {"command": "echo second"})
+            "",
+            ("bash", {"command": f"echo begun; {sleep}; echo late"}),
+            ("bash", {"command": "echo second"}),
         ),
         SUBMIT,
     ]
@@ -154,13 +159,19 @@ def test_cancel_during_a_tool_stops_waiting_and_the_session_continues(tmp_path, 
             threading.Timer(0.5, agent.cancel).start()
 
     agent.subscribe(cancel_when_running)
+    t0 = time.monotonic()
     result = agent.run("go")
     assert result.status == ev.RunStatus.cancelled
-    outputs = [e.text for e in events if isinstance(e, ev.ToolOutput)]
-    assert outputs[0].startswith("Interrupted") and outputs[1].startswith("Not run")
+    assert time.monotonic() - t0 < 15  # not the 60 s the command would take
+    assert sandbox.exec(count, timeout=10).output.strip() == "0"  # killed, not left running
+    outputs = [e for e in events if isinstance(e, ev.ToolOutput)]
+    assert outputs[0].text.startswith("Interrupted") and outputs[1].text.startswith("Not run")
+    assert "begun" in outputs[0].text and "late" not in outputs[0].text
+    assert "[interrupted:" in outputs[0].text and outputs[0].data["interrupted"] is True
     result = agent.send(None)  # the two results go to the model; it submits
     assert result.status == ev.RunStatus.submitted
     assert agent._session.prompts[1].count("<tool_result>") == 2
+    assert "[interrupted:" in agent._session.prompts[1]
 
 
 def test_leaving_the_event_stream_early_cancels_the_run(tmp_path, sandbox):
