@@ -49,12 +49,22 @@ class PagedCacheMetadata:
     """What one forward pass needs to address one cache group (all tensors on the CPU)."""
 
     block_table: torch.Tensor  # [num_reqs, max_blocks] int32
-    slot_mapping: torch.Tensor  # [num_tokens] int64, the new tokens' rows (token caches)
     block_size: int  # tokens per block
-    query_start_loc: torch.Tensor  # [num_reqs + 1] int32
+    query_start_loc: torch.Tensor  # [num_reqs + 1] int64
     seq_lens: torch.Tensor  # [num_reqs] tokens in context after this step
-    token_to_req: torch.Tensor  # [num_tokens] int64
     num_actual_tokens: int
+
+    @property
+    def token_to_req(self) -> torch.Tensor:
+        """[num_tokens] int64: the request of each new token (built on first use: the groups
+        all share it and only one is asked)."""
+        if self._token_to_req is None:
+            lens = self.query_start_loc[1:] - self.query_start_loc[:-1]
+            reqs = torch.arange(lens.shape[0])
+            self._token_to_req = torch.repeat_interleave(reqs, lens)[: self.num_actual_tokens]
+        return self._token_to_req
+
+    _token_to_req: torch.Tensor | None = None
 
 
 class PagedCacheBuilder(AttentionMetadataBuilder[PagedCacheMetadata]):
@@ -76,18 +86,12 @@ class PagedCacheBuilder(AttentionMetadataBuilder[PagedCacheMetadata]):
         fast_build: bool = False,
     ) -> PagedCacheMetadata:
         m = common_attn_metadata
-        n = m.num_actual_tokens
-        qsl = m.query_start_loc_cpu[: m.num_reqs + 1].to(torch.int64)
-        query_lens = qsl[1:] - qsl[:-1]
-        token_to_req = torch.repeat_interleave(torch.arange(m.num_reqs), query_lens)[:n]
         return PagedCacheMetadata(
             block_table=m.block_table_tensor[: m.num_reqs],
-            slot_mapping=m.slot_mapping[:n].to(torch.int64),
             block_size=self.kv_cache_spec.block_size,
-            query_start_loc=qsl,
+            query_start_loc=m.query_start_loc_cpu[: m.num_reqs + 1].to(torch.int64),
             seq_lens=m.seq_lens[: m.num_reqs].to(torch.int64),
-            token_to_req=token_to_req,
-            num_actual_tokens=n,
+            num_actual_tokens=m.num_actual_tokens,
         )
 
 
