@@ -70,12 +70,17 @@ def select_topk(
         qi, wi, vi = q[i : i + step], w[i : i + step], visible[i : i + step]
         # Queries earlier in the block see fewer entries: score only up to the last one's.
         e = min(n_entries, int(vi.max()))
-        scores = torch.relu(qi.flatten(0, 1) @ keys[:e].t()).view(qi.shape[0], ih, e)
-        scores = (scores * wi.unsqueeze(-1)).sum(1)  # [b, e]
+        scores = (qi.flatten(0, 1) @ keys[:e].t()).relu_().view(qi.shape[0], ih, e)
+        scores = torch.bmm(wi.unsqueeze(1), scores).squeeze(1)  # sum_h w_h relu(.) [b, e]
         if e < k:
             scores = torch.cat((scores, scores.new_full((scores.shape[0], k - e), -1.0)), dim=1)
-        hidden = torch.arange(scores.shape[1]) >= vi.unsqueeze(-1)
-        idx = topk_earliest(scores.masked_fill(hidden, float("-inf")), k)
+        scores.masked_fill_(torch.arange(scores.shape[1]) >= vi.unsqueeze(-1), float("-inf"))
+        vals, idx = scores.topk(k, dim=-1)
+        # Rows where the k-th score is tied with an unchosen entry: choose canonically.
+        tied = (scores >= vals[:, -1:]).sum(-1) > k
+        if bool(tied.any()):
+            rows = tied.nonzero().squeeze(1)
+            idx[rows] = topk_earliest(scores[rows], k)
         out.append(torch.where(idx < vi.unsqueeze(-1), idx, -1))
     return torch.cat(out)
 
