@@ -139,8 +139,9 @@ class ToolBlock(Block):
         exit_code = self.data.get("exit_code", ...)
         if exit_code is not ...:
             parts.append(f"exit {exit_code}")
-        if self.data.get("timed_out"):
-            parts.append("timed out")
+        for flag in ("timed_out", "interrupted", "oom_killed"):
+            if self.data.get(flag):
+                parts.append(flag.replace("_", " "))
         parts.append(f"{self.data.get('duration_s') or self.duration_s:.2f} s")
         if self.is_error:
             parts.insert(0, "error")
