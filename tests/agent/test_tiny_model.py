@@ -4,7 +4,6 @@ How well it solves held-out tasks through the full loop in Docker is measured by
 bench/tiny_eval.py.
 """
 
-
 from agent.tiny_tasks.dataset import system_text
 from agent.tiny_tasks.evaluate import SHIPPED_MODEL
 from model import Tokenizer
