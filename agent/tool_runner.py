@@ -130,7 +130,10 @@ class ToolRunner:
         """Kill what the tool runs in the sandbox and report what it did up to then."""
         self.sandbox.interrupt()
         worker.join(5.0)  # an interrupted command answers at once, with its output so far
-        text = "Interrupted by the user while running; it may have partly run."
+        text = (
+            "Interrupted while running (the run was cancelled or hit its time limit); "
+            "it may have partly run."
+        )
         data: dict[str, Any] = {"interrupted": True}
         if box and not isinstance(box[0], Exception):
             text += "\n" + box[0].text
