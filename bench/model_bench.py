@@ -212,9 +212,15 @@ def decode_bytes(cfg: ModelConfig, context: int, *, dense: bool) -> tuple[int, i
 
 
 def prefill_rate(engine: Engine, ids: list[int]) -> tuple[float, object]:
-    s = engine.new_session()
-    dt = timed(lambda: engine.extend(s, ids))
-    return len(ids) / dt, s
+    """Best of two prefills for short inputs (one for long ones), after a warm-up."""
+    engine.extend(engine.new_session(), ids[:256])
+    best, session = math.inf, None
+    for _ in range(2 if len(ids) <= 4 * KB else 1):
+        s = engine.new_session()
+        dt = timed(lambda s=s: engine.extend(s, ids))
+        if dt < best:
+            best, session = dt, s
+    return len(ids) / best, session
 
 
 def decode_ms(engine: Engine, session, steps: int) -> float:
@@ -315,7 +321,8 @@ def main() -> None:
         if hf is not None and n <= 4 * KB:
             ids = torch.tensor([all_ids[:n]])
             with torch.no_grad():
-                dt = timed(lambda ids=ids: hf(ids, logits_to_keep=1))
+                hf(ids[:, :256], logits_to_keep=1)  # warm-up
+                dt = timed(lambda ids=ids: hf(ids, logits_to_keep=1), repeat=2)
             theirs = n / dt
         print(
             f"| {n} | {ours:,.0f} | {fmt(dense)} | {fmt(theirs)} | "
