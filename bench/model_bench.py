@@ -299,7 +299,7 @@ def main() -> None:
     bandwidth, gflops = machine_rates()
     print(
         f"# machine: copy {bandwidth:.1f} GB/s (read+write), fp32 matmul {gflops:.0f} GFLOP/s,"
-        f" {args.threads} threads; torch {torch.__version__}"
+        f" {args.threads} threads, {args.clock} clock; torch {torch.__version__}"
     )
     print(
         f"# tiny preset: {cfg.num_parameters() / 1e6:.1f} M parameters, layers "
