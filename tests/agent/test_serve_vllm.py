@@ -77,7 +77,7 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 600  # a busy shared machine starts vLLM slowly
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 pytest.fail(f"dsv4 serve exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
@@ -88,7 +88,7 @@ def server(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
                 pass
             time.sleep(1)
         else:
-            pytest.fail(f"dsv4 serve not ready in 300 s:\n{log.read_text()[-4000:]}")
+            pytest.fail(f"dsv4 serve not ready in 600 s:\n{log.read_text()[-4000:]}")
         yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -144,3 +144,54 @@ def test_prompt_is_rendered_by_dsml(server: str, checkpoint: Path) -> None:
     want = dsml.encode_messages([system, *messages], "thinking")
     assert tok.decode(r.json()["tokens"]) == want
     assert not want.endswith(THINK_END)
+
+
+def test_agent_openai_backend_gets_the_tool_call_from_the_stream(server: str) -> None:
+    """The agent's `openai` backend (streamed chat completions) against `dsv4 serve`."""
+    import dsml
+    from agent.backends.base import CancelToken, StepRequest
+    from agent.backends.openai import OpenAIBackend
+
+    backend = OpenAIBackend(
+        base_url=f"{server}/v1",
+        model="tiny",
+        extra_body={
+            "structured_outputs": {"regex": re.escape(CALL_TEXT)},
+            "chat_template_kwargs": {"thinking": False},
+        },
+    )
+    messages = [
+        dsml.SystemMessage(content="You answer with tools."),
+        dsml.UserMessage(content="What is the weather in Paris?"),
+    ]
+    request = StepRequest(
+        prompt="",
+        messages=messages,
+        tools=[TOOL["function"]],
+        thinking_mode="chat",
+        max_tokens=200,
+    )
+    done = backend.open_session().extend(request, lambda _: None, CancelToken())
+    turn = dsml.parse_completion(done.text, "chat", tools=[TOOL["function"]])
+    assert [(c.name, c.arguments) for c in turn.tool_calls] == [
+        ("get_weather", {"city": "Paris", "days": 3})
+    ]
+    assert turn.content == "Let me check."
+
+
+def test_reasoning_parser_splits_reasoning_from_content(checkpoint: Path) -> None:
+    from agent.vllm_parsers import DsmlReasoningParser, DsmlTokenizer
+
+    tok = DsmlTokenizer.from_pretrained(checkpoint)
+    thinking = DsmlReasoningParser(tok)
+    chat = DsmlReasoningParser(tok, chat_template_kwargs={"thinking": False})
+    text = f"I should call the tool.{THINK_END}Let me check."
+    assert thinking.extract_reasoning(text, None) == ("I should call the tool.", "Let me check.")
+    assert chat.extract_reasoning(text, None) == (None, text)
+    end = tok.convert_tokens_to_ids(THINK_END)
+    other = [i for i in range(20) if i != end][:3]
+    assert thinking.is_reasoning_end([other[0], end]) and not thinking.is_reasoning_end(other)
+    assert thinking.extract_content_ids([other[0], end, *other[1:]]) == other[1:]
+    # Streaming: the delta that crosses </think> is split between the two fields.
+    delta = thinking.extract_reasoning_streaming("I should", text, text[8:], [], [], [])
+    assert (delta.reasoning, delta.content) == (" call the tool.", "Let me check.")
