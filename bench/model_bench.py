@@ -277,6 +277,13 @@ def main() -> None:
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument(
+        "--prefill-only",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only prefill N tokens in one extend call; print rate and peak RSS",
+    )
+    ap.add_argument(
         "--hf-contexts",
         default="1024,16384,32768",
         help="contexts at which Hugging Face's decode is timed (real prefill)",
@@ -294,6 +301,18 @@ def main() -> None:
         for p in model.parameters():
             p.add_(torch.randn(p.shape) * 0.02)
     engine = Engine(model)
+    if args.prefill_only:
+        ids = torch.randint(0, cfg.vocab_size, (args.prefill_only,)).tolist()
+        rss0 = peak_rss_mb()
+        s = engine.new_session()
+        dt = timed(lambda: engine.extend(s, ids))
+        print(
+            f"prefill {args.prefill_only} tokens in one call: {args.prefill_only / dt:,.0f} "
+            f"tokens/s ({args.clock} clock, {args.threads} threads); peak RSS "
+            f"{peak_rss_mb():,.0f} MB (before: {rss0:,.0f} MB); cache {s.cache_bytes / 1e6:.1f}"
+            f" MB = formula {cfg.cache_bytes(s.num_tokens) / 1e6:.1f} MB"
+        )
+        return
     dense_engine = Engine(dense_model(model))
     hf = None if args.no_hf else hf_reference(model)
     bandwidth, gflops = machine_rates()
