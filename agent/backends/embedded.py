@@ -5,11 +5,11 @@ so each step only prefills the new suffix's tokens and then generates. The sessi
 beside the journal at step ends (`BackendSession.save`) and loaded on resume without any
 prefill.
 
-The default model is the trained checkpoint at `~/.local/share/dsv4/models/default` (config.json,
-safetensors, tokenizer.json). Until one is installed there, the backend runs a randomly
-initialised tiny model with a small tokenizer trained on the prompt format itself: every part of
-the path runs for real, the model writes noise, and the run stops with a clear status
-(`format_error` or a limit); `note` says so at the start of every run.
+The default model is the checkpoint installed at `~/.local/share/dsv4/models/default` (config.json,
+safetensors, tokenizer.json), else dsv4-tiny shipped in `model/default/`. Without either, the
+backend runs a randomly initialised tiny model with a small tokenizer trained on the prompt format
+itself: every part of the path runs for real, the model writes noise, and the run stops with a
+clear status (`format_error` or a limit); `note` says so at the start of every run.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ if TYPE_CHECKING:
     from agent.config import AgentConfig
 
 STATE_FILE = "embedded.json"
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[2] / "model" / "default"
+"""dsv4-tiny, trained by this project and shipped inside the `model` package: the default when no
+checkpoint is installed at DEFAULT_MODEL_DIR."""
+SHIPPED_MAX_TOKENS = 256
+"""Per-step cap for dsv4-tiny: its turns are short; a longer one is a turn gone astray."""
 UNTRAINED_MAX_TOKENS = 32
 """Per-step cap for the untrained stand-in: its text is noise, more of it shows nothing."""
 UNTRAINED_CONTEXT = 16_384
@@ -165,6 +170,9 @@ def from_config(config: AgentConfig) -> EmbeddedBackend:
         torch.set_num_threads(config.backend.threads)
     named = config.backend.model
     path = Path(named).expanduser() if named else DEFAULT_MODEL_DIR.expanduser()
+    shipped = not named and not (path / "config.json").exists()
+    if shipped:
+        path = SHIPPED_MODEL_DIR
     if (path / "config.json").exists():
         try:
             model = load_checkpoint(path, dtype=torch.float32)
@@ -172,7 +180,16 @@ def from_config(config: AgentConfig) -> EmbeddedBackend:
         except (OSError, ValueError) as exc:
             raise BackendError(f"{path}: the checkpoint could not be loaded: {exc}") from exc
         limit = config.backend.context_limit or _context_of(getattr(model, "cfg", None))
-        return EmbeddedBackend(model, tokenizer, model_name=str(path), context_limit=limit)
+        if shipped and config.backend.threads is None:
+            # The shipped model is tiny: one thread beats torch's pool (see the stand-in below).
+            torch.set_num_threads(1)
+        return EmbeddedBackend(
+            model,
+            tokenizer,
+            model_name="dsv4-tiny" if shipped else str(path),
+            context_limit=limit,
+            max_tokens_cap=SHIPPED_MAX_TOKENS if shipped else None,
+        )
     if named:
         raise BackendError(
             f"backend.model = {named!r}: no checkpoint there (config.json missing); give a "

@@ -20,8 +20,9 @@ def backend(tmp_path_factory):
     import torch
 
     missing = tmp_path_factory.mktemp("no-model") / "default"
-    original, threads = embedded.DEFAULT_MODEL_DIR, torch.get_num_threads()
-    embedded.DEFAULT_MODEL_DIR = missing
+    original, shipped = embedded.DEFAULT_MODEL_DIR, embedded.SHIPPED_MODEL_DIR
+    threads = torch.get_num_threads()
+    embedded.DEFAULT_MODEL_DIR = embedded.SHIPPED_MODEL_DIR = missing
     # Small forwards on shared cores: one thread is many times faster than torch's spinning pool.
     torch.set_num_threads(1)
     try:
@@ -30,7 +31,7 @@ def backend(tmp_path_factory):
         )
         yield embedded.from_config(cfg)
     finally:
-        embedded.DEFAULT_MODEL_DIR = original
+        embedded.DEFAULT_MODEL_DIR, embedded.SHIPPED_MODEL_DIR = original, shipped
         torch.set_num_threads(threads)
 
 
@@ -137,3 +138,27 @@ def test_a_saved_cache_resumes_without_re_prefill(tmp_path, backend, sandbox):
     assert usage.cached_tokens == len(held)
     step = next(e for e in resumed_events if isinstance(e, ev.StepStarted))
     assert usage.prompt_tokens - usage.cached_tokens == step.prompt_tokens < len(held) // 4
+
+
+def test_without_an_installed_model_the_shipped_dsv4_tiny_is_the_default(tmp_path):
+    from pathlib import Path
+
+    import torch
+
+    import model
+
+    # Set both: the module fixture above may still hold them pointed at an empty folder.
+    original = embedded.DEFAULT_MODEL_DIR, embedded.SHIPPED_MODEL_DIR
+    threads = torch.get_num_threads()
+    embedded.DEFAULT_MODEL_DIR = tmp_path / "default"
+    shipped = embedded.SHIPPED_MODEL_DIR = Path(model.__file__).parent / "default"
+    try:
+        cfg = load_config(
+            {"backend.kind": "embedded"}, env={}, user_file=None, project_dir=tmp_path
+        )
+        backend = embedded.from_config(cfg)
+    finally:
+        embedded.DEFAULT_MODEL_DIR, embedded.SHIPPED_MODEL_DIR = original
+        torch.set_num_threads(threads)
+    assert backend.model == "dsv4-tiny"
+    assert (shipped / "model.safetensors").exists()
