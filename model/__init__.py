@@ -3,8 +3,8 @@
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.engine import Engine
-from model.sampling import SamplingParams
 from model.safetensors_files import CheckpointError
+from model.sampling import SamplingParams
 from model.session import Session
 from model.tokenizer import Tokenizer, TokenizerError
 from model.transformer import DeepseekV4
