@@ -86,20 +86,22 @@ def test_resume_with_the_embedded_model_reuses_its_saved_cache(
     env = {**os.environ, "DSV4_SESSIONS_DIR": str(sessions), "OMP_NUM_THREADS": "1"}
     common = ["-C", str(project), "--backend", "embedded", "--max-steps", "1", "--json"]
 
-    def dsv4(*argv: str) -> list:
+    def dsv4(*argv: str, exits: tuple[int, ...]) -> list:
         proc = subprocess.run(
             [sys.executable, "-m", "agent.cli", *argv, *common],
             capture_output=True, text=True, env=env, timeout=600,
         )  # fmt: skip
-        assert proc.returncode == 3, proc.stderr  # the step limit
+        assert proc.returncode in exits, proc.stderr
         return [parse_event(line) for line in proc.stdout.splitlines()]
 
-    first = dsv4("run", "Fix the failing tests.")
+    first = dsv4("run", "Fix the failing tests.", exits=(3,))  # the step limit
     (step1,) = [e for e in first if isinstance(e, StepFinished)]
     session_id = first[0].session_id
-    resumed = dsv4("resume", session_id)
+    # How the resumed step ends depends on what the default model writes (submit, or the limit).
+    resumed = dsv4("resume", session_id, exits=(0, 1, 3))
     (started,) = [e for e in resumed if isinstance(e, StepStarted)]
     (step2,) = [e for e in resumed if isinstance(e, StepFinished)]
     assert started.context_tokens == step1.usage.context_tokens > 0
     assert step2.usage.cached_tokens == step1.usage.context_tokens
-    assert started.prompt_tokens < step1.usage.context_tokens / 4  # the suffix only
+    # Only the new suffix is processed: everything else came from the loaded cache.
+    assert started.prompt_tokens == step2.usage.prompt_tokens - step2.usage.cached_tokens > 0
