@@ -39,7 +39,6 @@ from tools.sandbox import (
     RunnerClient,
     RunnerSandbox,
     SandboxConfig,
-    SandboxUnavailable,
     new_session_id,
 )
 from tools.sandbox_admin import owner_label
@@ -231,23 +230,6 @@ class DockerSandbox(RunnerSandbox):
         return client
 
     # ---- keeping it alive ---------------------------------------------------------------------
-    def _runner(self) -> tuple[RunnerClient, str | None]:
-        with self._lock:
-            if self._rc is None:
-                raise RuntimeError("the sandbox is not started; call start() first")
-            if self._rc.dead is None:
-                return self._rc, None
-            reason = self._rc.dead
-        try:
-            notice = self._recover(reason)
-        except Exception as e:
-            raise SandboxUnavailable(
-                f"the sandbox is down and could not be brought back: {type(e).__name__}: {e}"
-            ) from e
-        with self._lock:
-            assert self._rc is not None
-            return self._rc, notice
-
     def _recover(self, reason: str) -> str:
         """A new runner, in a new container if the old one is gone; says which."""
         import docker

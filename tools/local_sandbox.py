@@ -14,7 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tools.sandbox import RunnerClient, RunnerSandbox, SandboxConfig, SandboxUnavailable
+from tools.sandbox import RunnerClient, RunnerSandbox, SandboxConfig
 
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 
@@ -80,22 +80,6 @@ class LocalSandbox(RunnerSandbox):
         threading.Thread(target=read, daemon=True, name="dsv4-local-runner").start()
         self._proc = proc
         return client
-
-    def _runner(self) -> tuple[RunnerClient, str | None]:
-        with self._lock:
-            if self._rc is None:
-                raise RuntimeError("the sandbox is not started; call start() first")
-            if self._rc.dead is None:
-                return self._rc, None
-            reason = self._rc.dead
-        try:
-            notice = self._recover(reason)
-        except Exception as e:
-            raise SandboxUnavailable(
-                f"the sandbox is down and could not be brought back: {type(e).__name__}: {e}"
-            ) from e
-        assert self._rc is not None
-        return self._rc, notice
 
     def _recover(self, reason: str) -> str:
         with self._lock:

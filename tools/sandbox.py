@@ -248,7 +248,21 @@ class RunnerSandbox:
 
     def _runner(self) -> tuple[RunnerClient, str | None]:
         """A live runner, and a notice if it (or the sandbox) had to be brought back."""
-        raise NotImplementedError
+        with self._lock:
+            if self._rc is None:
+                raise RuntimeError("the sandbox is not started; call start() first")
+            if self._rc.dead is None:
+                return self._rc, None
+            reason = self._rc.dead
+        try:
+            notice = self._recover(reason)
+        except Exception as e:
+            raise SandboxUnavailable(
+                f"the sandbox is down and could not be brought back: {type(e).__name__}: {e}"
+            ) from e
+        with self._lock:
+            assert self._rc is not None
+            return self._rc, notice
 
     def _recover(self, reason: str) -> str:
         """Bring a dead runner back; return what was done, for the caller."""
