@@ -24,6 +24,7 @@ from textual.strip import Strip
 
 from agent import events as ev
 from tui.blocks import Block
+from tui.rendered_rows import RenderedRows
 from tui.transcript_model import TranscriptModel
 
 GAP = 1
@@ -59,11 +60,12 @@ class Transcript(ScrollView, can_focus=True):
         self._heights: list[int] = []
         self._exact: list[bool] = []
         self._offsets: list[int] = [0]  # offsets[i] = first row of block i; last = total rows
-        self._cache: dict[int, tuple[int, int, list[Strip]]] = {}  # block id → width, version
+        self._cache: dict[int, RenderedRows] = {}  # by block id
         self._width = 0
         self._follow = True
         self._measure_from = 0  # no block before this index still has an estimated height
         self._measure_timer: object | None = None
+        self._adjusting = False  # the scroll position is being moved by us, not the user
         self.rendered_blocks = 0
         """How many times a block was rendered to be drawn (a check that only visible ones
         are); background measuring does not keep what it renders and is not counted."""
@@ -99,22 +101,50 @@ class Transcript(ScrollView, can_focus=True):
     def _remeasure(self, index: int, width: int) -> None:
         block = self.model.blocks[index]
         cached = self._cache.get(id(block))
-        if cached is not None and cached[0] == width and cached[1] == block.version:
+        if cached is not None and cached.width == width and cached.version == block.version:
             return
         if self._exact[index]:  # drawn before, likely on screen: keep its height exact
-            self._heights[index] = len(self._strips(block, width)) + GAP
+            self._heights[index] = len(self._rendered(block, width)) + GAP
         else:
             self._heights[index] = block.estimate(width) + GAP
             self._measure_from = min(self._measure_from, index)
 
     def _relayout(self, follow: bool) -> None:
+        self._follow = follow
+        self._apply_heights()
+        self._schedule_measure()
+
+    def _apply_heights(self, shift: int = 0) -> None:
+        """Offsets, virtual size and scroll position after heights changed. Following the end,
+        the view goes to the new end; otherwise it moves by `shift` (rows that changed above
+        it) so that it shows the same rows. These moves are not the user's: they leave
+        following as it is."""
+        if self._follow:
+            self._measure_tail()
         self._offsets = [0, *accumulate(self._heights)]
         self.virtual_size = Size(self._content_width(), self._offsets[-1])
-        self._follow = follow
-        if follow:
-            self.scroll_to(y=max(0, self._offsets[-1] - self.size.height), animate=False)
+        self._adjusting = True
+        try:
+            if self._follow:
+                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+            elif shift or self.scroll_y > self.max_scroll_y:
+                self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
+        finally:
+            self._adjusting = False
         self.refresh()
-        self._schedule_measure()
+
+    def _measure_tail(self) -> None:
+        """Real heights for the newest blocks that fill the view, so that the end is where it
+        will stay (they are about to be drawn anyway)."""
+        width, rows = self._content_width(), 0
+        index = len(self.model.blocks) - 1
+        while index >= 0 and rows < self.size.height:
+            if not self._exact[index]:
+                block = self.model.blocks[index]
+                self._heights[index] = len(self._rendered(block, width)) + GAP
+                self._exact[index] = True
+            rows += self._heights[index]
+            index -= 1
 
     # ------------------------------------------------------------------ background measuring
 
@@ -148,14 +178,7 @@ class Transcript(ScrollView, can_focus=True):
             index += 1
         self._measure_from = index
         if changed:
-            self._offsets = [0, *accumulate(self._heights)]
-            self.virtual_size = Size(width, self._offsets[-1])
-            if self._follow:
-                end = max(0, self._offsets[-1] - self.size.height)
-                self.scroll_to(y=end, animate=False, immediate=True)
-            elif shift:  # blocks above the view changed height: keep the view on the same rows
-                self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
-            self.refresh()
+            self._apply_heights(shift)
         self._schedule_measure()
 
     # ------------------------------------------------------------------ toggling
@@ -163,7 +186,7 @@ class Transcript(ScrollView, can_focus=True):
     def toggle(self, block: Block) -> None:
         block.toggle()
         index = self.model.blocks.index(block)
-        self._heights[index] = len(self._strips(block, self._content_width())) + GAP
+        self._heights[index] = len(self._rendered(block, self._content_width())) + GAP
         self._exact[index] = True
         self._relayout(follow=False)
         self.post_message(self.Toggled(block))
@@ -206,24 +229,48 @@ class Transcript(ScrollView, can_focus=True):
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
-        # Scrolling up stops following; reaching the end again resumes it. (Our own scrolls to
-        # the end only go down, so they never stop it while text streams in.)
+        if self._adjusting:
+            return
+        # The user scrolling up stops following; scrolling down to the end resumes it.
         if new < old:
             self._follow = False
-        if self.is_vertical_scroll_end:
+        elif self.is_vertical_scroll_end:
             self._follow = True
 
-    def _strips(self, block: Block, width: int) -> list[Strip]:
+    # Keys scroll at once (no animation): the next frame shows where the key leads.
+    def action_page_up(self) -> None:
+        self._scroll_by(-self.scrollable_content_region.height)
+
+    def action_page_down(self) -> None:
+        self._scroll_by(self.scrollable_content_region.height)
+
+    def action_scroll_up(self) -> None:
+        self._scroll_by(-1)
+
+    def action_scroll_down(self) -> None:
+        self._scroll_by(1)
+
+    def action_scroll_home(self) -> None:
+        self._follow = False
+        self.scroll_to(y=0, animate=False, immediate=True)
+
+    def action_scroll_end(self) -> None:
+        self._follow = True
+        self._apply_heights()
+
+    def _scroll_by(self, rows: int) -> None:
+        self.scroll_to(y=self.scroll_y + rows, animate=False, immediate=True)
+
+    def _rendered(self, block: Block, width: int) -> RenderedRows:
         cached = self._cache.get(id(block))
-        if cached is not None and cached[0] == width and cached[1] == block.version:
-            return cached[2]
+        if cached is not None and cached.width == width and cached.version == block.version:
+            return cached
         console = self.app.console
         options = console.options.update_width(width)
         lines = console.render_lines(block.renderable(), options, pad=True)
-        strips = [Strip(line, width) for line in lines]
-        self._cache[id(block)] = (width, block.version, strips)
+        rendered = self._cache[id(block)] = RenderedRows(lines, width, block.version)
         self.rendered_blocks += 1
-        return strips
+        return rendered
 
     def _measure_visible(self) -> None:
         """Render the blocks on screen and put their real heights in place of the guesses."""
@@ -235,7 +282,7 @@ class Transcript(ScrollView, can_focus=True):
         index = first
         while index < len(self.model.blocks) and self._offsets[index] < bottom:
             block = self.model.blocks[index]
-            height = len(self._strips(block, width)) + GAP
+            height = len(self._rendered(block, width)) + GAP
             if height != self._heights[index] or not self._exact[index]:
                 moved = moved or height != self._heights[index]
                 self._heights[index], self._exact[index] = height, True
@@ -244,8 +291,8 @@ class Transcript(ScrollView, can_focus=True):
             index += 1
         if moved:
             self.virtual_size = Size(width, self._offsets[-1])
-            if self._follow:
-                self.scroll_to(y=max(0, self._offsets[-1] - self.size.height), animate=False)
+            if self._follow:  # not while drawing: right after
+                self.call_after_refresh(self._apply_heights)
 
     def render_lines(self, crop):  # type: ignore[override]
         self._measure_visible()
@@ -257,11 +304,11 @@ class Transcript(ScrollView, can_focus=True):
         index = bisect_right(self._offsets, row) - 1
         if not 0 <= index < len(self.model.blocks):
             return Strip.blank(width, self.rich_style)
-        strips = self._strips(self.model.blocks[index], width)
+        rendered = self._rendered(self.model.blocks[index], width)
         within = row - self._offsets[index]
-        if within >= len(strips):
+        if within >= len(rendered):
             return Strip.blank(width, self.rich_style)
-        return strips[within].apply_style(self.rich_style)
+        return rendered.strip(within, self.rich_style)
 
 
 def plain_lines(transcript: Transcript) -> list[str]:

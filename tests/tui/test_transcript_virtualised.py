@@ -60,7 +60,7 @@ async def test_idle_measuring_makes_heights_exact_and_keeps_the_view_still(kit):
         await kit.wait_for(pilot, lambda: transcript.fully_measured, timeout=60)
         measured_only = transcript.rendered_blocks == drawn
         exact = sum(
-            len(transcript._strips(b, transcript._content_width())) + 1
+            len(transcript._rendered(b, transcript._content_width())) + 1
             for b in transcript.model.blocks
         )
         assert transcript.virtual_size.height == exact
