@@ -8,6 +8,7 @@ about approvals in a modal, and runs slash commands.
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from pathlib import Path
 
@@ -121,6 +122,10 @@ class ChatApp(App[None]):
             activity="idle",
         )
         self.sub_title = self.agent.session_id or "new session"
+        self.call_after_refresh(_freeze_heap)
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()
 
     @work(exclusive=True, group="run")
     async def _run(self, message: str | None) -> None:
@@ -321,3 +326,16 @@ class ChatApp(App[None]):
                     await worker.wait()
             await asyncio.to_thread(self.factory.close, agent)
         self.exit()
+
+
+def _freeze_heap() -> None:
+    """Collect once, then take everything alive out of the collector's sight (`gc.freeze`).
+
+    A session just opened is tens of thousands of objects that live as long as it does (the
+    journal's events, the agent, the transcript's blocks). Left to the collector, each full
+    collection walks them all: 100-200 ms, in the middle of whatever key the user pressed. Frozen,
+    later collections walk only what is new. Called when a session is opened (thawing the one
+    before, so that what the previous session left is collected)."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
