@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from model.cache import LayerCache
 from model.compressor import Compressor, simulate_kv_fp8
 from model.config import ModelConfig
-from model.indexer import Indexer, select_topk
+from model.indexer import Indexer, select_topk, select_topk_one
 from model.norm import RMSNorm, rms_normalize
-from model.rope import Rotary, apply_rope
+from model.rope import Rotary, StepPositions, rotate
 
 
 def sparse_attention(
@@ -117,30 +118,37 @@ class Attention(nn.Module):
         self.indexer = Indexer(cfg) if ratio == 4 else None
 
     def forward(
-        self, x: torch.Tensor, starts: list[int], caches: list[LayerCache], *, quant_sim: bool
+        self,
+        x: torch.Tensor,
+        starts: list[int],
+        caches: list[LayerCache],
+        *,
+        quant_sim: bool,
+        positions: StepPositions | None = None,
     ) -> torch.Tensor:
         """x [B, n, dim] (normed) of B sequences, sequence b's tokens at starts[b]..; caches
-        are read and advanced by n tokens. Returns [B, n, dim]."""
+        are read and advanced by n tokens. `positions` (of these starts and n) shares the RoPE
+        factors between layers. Returns [B, n, dim]."""
         bsz, n, _ = x.shape
-        pos = torch.tensor(starts).unsqueeze(1) + torch.arange(n)  # [B, n]
-        cos, sin = self.rotary(pos)  # [B, n, rd/2]
+        if positions is None:
+            positions = StepPositions(starts, n)
+        pos = positions.pos  # [B, n]
+        cis = positions.cis(self.rotary)  # [B, n, rd/2]
+        fresh = not torch.is_grad_enabled()  # new tensors may be rotated in place
         qr = self.q_norm(self.wq_a(x))
         q = self.wq_b(qr).float().unflatten(-1, (self.n_heads, self.head_dim))
         q = rms_normalize(q, self.cfg.norm_eps) * self.head_dim**-0.5
-        q = apply_rope(q, cos.unsqueeze(-2), sin.unsqueeze(-2))
-        kv = apply_rope(self.kv_norm(self.wkv(x)).float(), cos, sin)  # [B, n, hd]
+        q = rotate(q, cis.unsqueeze(-2), inplace=fresh)
+        kv = rotate(self.kv_norm(self.wkv(x)).float(), cis, inplace=fresh)  # [B, n, hd]
         if quant_sim:
             kv = simulate_kv_fp8(kv, self.rotary)
+        iq = iw = None
         if self.indexer is not None:
-            iq, iw = self.indexer.queries(x, qr, cos, sin, quant_sim=quant_sim)
+            iq, iw = self.indexer.queries(x, qr, cis, quant_sim=quant_sim)
         outs = []
         for b in range(bsz):
             lc, start = caches[b], starts[b]
-            win_kv = torch.cat((lc.window, kv[b])) if lc.window.shape[0] else kv[b]
-            lc_window_len = lc.window.shape[0]
-            win_pos = torch.arange(start - lc_window_len, start + n)
-            lc.window = win_kv[-self.window :].clone()
-            comp_kv = comp_idx = None
+            comp_kv = None
             if self.compressor is not None:
                 entries, lc.comp_state = self.compressor(
                     x[b], start, lc.comp_state, self.rotary, quant_sim=quant_sim
@@ -152,9 +160,18 @@ class Attention(nn.Module):
                     x[b], start, lc.index_state, self.rotary, quant_sim=quant_sim
                 )
                 lc.index_keys.append(keys)
+            if n == 1:
+                outs.append(self._attend_one(q[b, 0], kv[b], lc, start, comp_kv, iq, iw, b))
+                continue
+            comp_idx = None
+            if self.indexer is not None:
                 comp_idx = select_topk(
                     iq[b], iw[b], lc.index_keys.view(), pos[b], ratio=4, topk=self.indexer.topk
                 )
+            win_kv = torch.cat((lc.window, kv[b])) if lc.window.shape[0] else kv[b]
+            lc_window_len = lc.window.shape[0]
+            win_pos = torch.arange(start - lc_window_len, start + n)
+            lc.window = win_kv[-self.window :].clone()
             outs.append(
                 sparse_attention(
                     q[b],
@@ -169,13 +186,49 @@ class Attention(nn.Module):
                     band_start=start - lc_window_len,
                 )
             )
-        o = apply_rope(torch.stack(outs), cos.unsqueeze(-2), sin.unsqueeze(-2), inverse=True)
+        o = outs[0].unsqueeze(0) if bsz == 1 else torch.stack(outs)
+        o = rotate(o, cis.conj().unsqueeze(-2), inplace=fresh)
         return self.project_out(o.to(x.dtype))
+
+    def _attend_one(
+        self,
+        q: torch.Tensor,
+        kv: torch.Tensor,
+        lc: LayerCache,
+        pos: int,
+        comp_kv: torch.Tensor | None,
+        iq: torch.Tensor | None,
+        iw: torch.Tensor | None,
+        b: int,
+    ) -> torch.Tensor:
+        """`sparse_attention` for a single new token q [H, hd] (kv [1, hd], the caches already
+        holding its compressed entries): every key it reads is visible, so nothing is masked
+        and HCA reads the compressed entries in place. Returns [1, H, hd]."""
+        win = lc.window
+        if win.shape[0] >= self.window:  # the oldest position leaves the window
+            win = win[1 - self.window :] if self.window > 1 else win[:0]
+        win = lc.window = torch.cat((win, kv))  # positions pos - len + 1 .. pos
+        sink = self.attn_sink.float().unsqueeze(1)  # [H, 1]
+        if comp_kv is None:
+            probs = torch.softmax(torch.cat((F.linear(q, win), sink), dim=1), dim=1)
+            return (probs[:, :-1] @ win).unsqueeze(0)
+        comp_kv = comp_kv[: (pos + 1) // self.ratio]  # the entries this token may see
+        if iq is not None:  # CSA: the indexer's top-k entries join the window's keys
+            chosen = select_topk_one(iq[b, 0], iw[b, 0], lc.index_keys.view(), self.indexer.topk)
+            keys = torch.cat((win, comp_kv[chosen]))
+            probs = torch.softmax(torch.cat((F.linear(q, keys), sink), dim=1), dim=1)
+            return (probs[:, :-1] @ keys).unsqueeze(0)
+        m = win.shape[0]  # HCA: all entries, scored where they lie (no copy of the cache)
+        scores = torch.cat((F.linear(q, win), F.linear(q, comp_kv), sink), dim=1)
+        probs = torch.softmax(scores, dim=1)
+        out = torch.addmm(probs[:, :m] @ win, probs[:, m:-1], comp_kv)
+        return out.unsqueeze(0)
 
     def project_out(self, o: torch.Tensor) -> torch.Tensor:
         """Grouped low-rank output: heads split into g groups, wo_a per group, then wo_b."""
         g = self.cfg.o_groups
-        grouped = o.flatten(-2).unflatten(-1, (g, -1))  # [..., g, H*hd/g]
-        wa = self.wo_a.weight.view(g, self.cfg.o_lora_rank, -1)
-        mid = torch.einsum("...gi,goi->...go", grouped, wa)
-        return self.wo_b(mid.flatten(-2))
+        lead = o.shape[:-2]
+        grouped = o.reshape(-1, g, o.shape[-2] * o.shape[-1] // g).transpose(0, 1)  # [g, N, i]
+        wa = self.wo_a.weight.view(g, self.cfg.o_lora_rank, -1)  # [g, r, i]
+        mid = torch.bmm(grouped, wa.transpose(1, 2)).transpose(0, 1)  # [N, g, r]
+        return self.wo_b(mid.reshape(*lead, -1))

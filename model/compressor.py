@@ -8,7 +8,8 @@ from torch import nn
 from model.cache import CompressorState
 from model.fp_formats import fp4_simulate, fp8_simulate, hadamard
 from model.norm import RMSNorm
-from model.rope import Rotary, apply_rope
+from model.rope import Rotary
+from model.rope import rotate as rotate_pairs
 
 
 def compress_blocks(
@@ -28,15 +29,20 @@ def compress_blocks(
     of block i-1's rows; before block 0 the first halves are kv = 0, score = -inf.
     """
     overlap = kv.shape[-1] == 2 * width
-    rows_kv = torch.cat((state.tail_kv, kv)) if state.tail_kv.shape[0] else kv
-    rows_sc = torch.cat((state.tail_score, score)) if state.tail_score.shape[0] else score
+    m = state.tail_kv.shape[0]
+    if m + kv.shape[0] < ratio:  # no block completes (most decode steps): the tail grows
+        tail_kv = torch.cat((state.tail_kv, kv)) if m else kv.clone()
+        tail_sc = torch.cat((state.tail_score, score)) if m else score.clone()
+        return kv.new_empty(0, width), CompressorState(
+            tail_kv, tail_sc, state.prev_kv, state.prev_score
+        )
+    rows_kv = torch.cat((state.tail_kv, kv)) if m else kv
+    rows_sc = torch.cat((state.tail_score, score)) if m else score
     nb = rows_kv.shape[0] // ratio
     used = nb * ratio
     new_state = CompressorState(
         rows_kv[used:].clone(), rows_sc[used:].clone(), state.prev_kv, state.prev_score
     )
-    if nb == 0:
-        return kv.new_empty(0, width), new_state
     blk_kv = rows_kv[:used].view(nb, ratio, -1)
     blk_sc = rows_sc[:used].view(nb, ratio, -1) + ape.float()
     if overlap:
@@ -109,8 +115,7 @@ def finish_entries(
     quant_sim: bool,
 ) -> torch.Tensor:
     """RoPE at each entry's first token position, then the reference's storage rounding."""
-    cos, sin = rotary(positions)
-    entries = apply_rope(entries, cos, sin)
+    entries = rotate_pairs(entries, rotary.cis(positions))
     if quant_sim:
         entries = simulate_index_fp4(entries) if rotate else simulate_kv_fp8(entries, rotary)
     return entries

@@ -33,6 +33,13 @@ def pow2_ceil(x: torch.Tensor) -> torch.Tensor:
     return torch.where(mantissa == 0.5, x.float(), up)
 
 
+def _pow2_ceil_normal(x: torch.Tensor) -> torch.Tensor:
+    """`pow2_ceil` of fp32 x >= 2**-126 (the simulations clamp their amax above that): a
+    non-zero mantissa carries into the exponent, then the mantissa is cleared."""
+    bits = x.view(torch.int32)
+    return ((bits + 0x7FFFFF) & -0x800000).view(torch.float32)
+
+
 def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
     """Round scaled values to the nearest e2m1 value (saturating at +-6), ties to the even code.
 
@@ -169,7 +176,7 @@ def fp8_simulate(x: torch.Tensor, block: int = 64) -> torch.Tensor:
         raise ValueError(f"last dim {x.shape[-1]} is not a multiple of the FP8 block {block}")
     blocks = x.float().unflatten(-1, (-1, block))
     amax = blocks.abs().amax(-1, keepdim=True).clamp_min(1e-4)
-    scale = pow2_ceil(amax * (1.0 / FP8_E4M3_MAX))
+    scale = _pow2_ceil_normal(amax * (1.0 / FP8_E4M3_MAX))
     q = (blocks / scale).clamp(-FP8_E4M3_MAX, FP8_E4M3_MAX).to(FP8_DTYPE)
     return (q.float() * scale).flatten(-2).to(x.dtype)
 
@@ -180,7 +187,7 @@ def fp4_simulate(x: torch.Tensor, block: int = 32) -> torch.Tensor:
         raise ValueError(f"last dim {x.shape[-1]} is not a multiple of the FP4 block {block}")
     blocks = x.float().unflatten(-1, (-1, block))
     amax = blocks.abs().amax(-1, keepdim=True).clamp_min(FP4_E2M1_MAX * 2.0**-126)
-    scale = pow2_ceil(amax * (1.0 / FP4_E2M1_MAX))
+    scale = _pow2_ceil_normal(amax * (1.0 / FP4_E2M1_MAX))
     return (round_to_e2m1(blocks / scale) * scale).flatten(-2).to(x.dtype)
 
 

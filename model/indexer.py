@@ -7,7 +7,7 @@ from torch import nn
 
 from model.compressor import Compressor, simulate_index_fp4
 from model.config import ModelConfig
-from model.rope import apply_rope
+from model.rope import rotate
 
 # Scores of at most this many (query, entry) pairs are materialised at once.
 _SCORE_BLOCK = 1 << 22
@@ -29,14 +29,14 @@ class Indexer(nn.Module):
         self,
         x: torch.Tensor,
         qr: torch.Tensor,
-        cos: torch.Tensor,
-        sin: torch.Tensor,
+        cis: torch.Tensor,
         *,
         quant_sim: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q_I [n, ih, id], head weights [n, ih]) for the new tokens."""
+        """(q_I [n, ih, id], head weights [n, ih]) for the new tokens; cis [n, rd/2] their
+        RoPE factors (`Rotary.cis`)."""
         q = self.wq_b(qr).float().unflatten(-1, (self.n_heads, self.head_dim))
-        q = apply_rope(q, cos.unsqueeze(-2), sin.unsqueeze(-2))
+        q = rotate(q, cis.unsqueeze(-2), inplace=not torch.is_grad_enabled())
         if quant_sim:
             q = simulate_index_fp4(q)
         w = self.weights_proj(x).float() * (self.head_dim**-0.5 * self.n_heads**-0.5)
@@ -83,6 +83,29 @@ def select_topk(
             idx[rows] = topk_earliest(scores[rows], k)
         out.append(torch.where(idx < vi.unsqueeze(-1), idx, -1))
     return torch.cat(out)
+
+
+def select_topk_one(
+    q: torch.Tensor, w: torch.Tensor, keys: torch.Tensor, topk: int
+) -> torch.Tensor:
+    """`select_topk` for one query that sees every key (a decode step): q [ih, id], w [ih],
+    keys [E, id] -> entry ids [min(topk, E)], chosen and tie-broken as `select_topk` does.
+
+    The keys are read once, row by row (keys @ q^T; the other orientation costs ~1.5x at 1M
+    tokens), and the canonical tie-break looks only at the entries tied with the k-th score.
+    """
+    n_entries = keys.shape[0]
+    k = min(topk, n_entries)
+    if k == 0:
+        return torch.zeros(0, dtype=torch.long)
+    scores = torch.mv(torch.mm(keys, q.t()).relu_(), w)  # [E]: sum_h w_h relu(q_h . K_s)
+    vals, idx = scores.topk(k)
+    if k < n_entries:
+        candidates = scores >= vals[-1]
+        if int(candidates.sum()) > k:  # the k-th score is tied with an unchosen entry
+            ids = candidates.nonzero().squeeze(1)  # ascending: earliest first
+            idx = ids[topk_earliest(scores[ids], k)]
+    return idx
 
 
 def topk_earliest(scores: torch.Tensor, k: int) -> torch.Tensor:

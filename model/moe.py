@@ -61,8 +61,9 @@ class Expert(nn.Module):
         self.limit = swiglu_limit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate = F.linear(x.float(), self.w1.weight.float())
-        up = F.linear(x.float(), self.w3.weight.float())
+        x = x.float()
+        gate = F.linear(x, self.w1.weight.float())
+        up = F.linear(x, self.w3.weight.float())
         if self.limit > 0:
             gate = gate.clamp(max=self.limit)
             up = up.clamp(-self.limit, self.limit)
@@ -90,6 +91,8 @@ class MoE(nn.Module):
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
         weights, chosen = self.gate(flat, None if ids is None else ids.reshape(-1))
+        if flat.shape[0] == 1:  # one token (decode): its k experts in turn, no grouping
+            return self._one_token(flat, weights, chosen).to(x.dtype).view(shape)
         k = chosen.shape[-1]
         # Group the (token, slot) pairs by expert: one matmul per expert hit, not per token.
         order = chosen.flatten().argsort(stable=True)
@@ -107,3 +110,15 @@ class MoE(nn.Module):
         if self.shared_experts is not None:
             y = y + self.shared_experts(flat)
         return y.to(x.dtype).view(shape)
+
+    def _one_token(
+        self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor
+    ) -> torch.Tensor:
+        """x [1, dim] -> [1, dim] fp32; sums in the order of the grouped path (by expert id)."""
+        y = None
+        for e, slot in sorted((e, slot) for slot, e in enumerate(chosen[0].tolist())):
+            r = self.experts[e](x) * weights[:, slot : slot + 1]
+            y = r if y is None else y + r
+        if self.shared_experts is not None:
+            y = y + self.shared_experts(x)
+        return y

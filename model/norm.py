@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -15,10 +16,11 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = rms_normalize(x.float(), self.eps) * self.weight.float()
+        # x * rsqrt(mean(x^2) + eps) * weight in one call (the same arithmetic, fewer ops)
+        y = F.rms_norm(x.float(), self.weight.shape, self.weight.float(), self.eps)
         return y.to(x.dtype)
 
 
 def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     """x / rms(x) over the last dim, no weight (used per query head and by mHC)."""
-    return x * torch.rsqrt(x.square().mean(-1, keepdim=True) + eps)
+    return F.rms_norm(x, (x.shape[-1],), None, eps)

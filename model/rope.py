@@ -41,6 +41,7 @@ class Rotary(nn.Module):
 
     def __init__(self, cfg: ModelConfig, *, compressed: bool) -> None:
         super().__init__()
+        self.compressed = compressed
         if compressed:
             inv = yarn_inv_freq(
                 cfg.rope_head_dim,
@@ -60,6 +61,32 @@ class Rotary(nn.Module):
         angles = positions.double().unsqueeze(-1) * self.inv_freq.double()
         return angles.cos().float(), angles.sin().float()
 
+    def cis(self, positions: torch.Tensor) -> torch.Tensor:
+        """positions [...] -> cos + i sin [..., rope_head_dim // 2] (complex64), for `rotate`."""
+        return torch.complex(*self(positions))
+
+
+class StepPositions:
+    """Positions of one forward step's tokens and their RoPE factors, made once per step.
+
+    Every layer of one kind (compressed or not) has the same rotary setting, since all are
+    built from one config, so each kind's factors are computed by its first layer only.
+    """
+
+    def __init__(self, starts: list[int], n: int) -> None:
+        self.starts = starts
+        # [B, n] absolute positions; a decode step (n == 1) needs no arange
+        base = torch.tensor(starts).unsqueeze(1)
+        self.pos = base if n == 1 else base + torch.arange(n)
+        self._cis: dict[bool, torch.Tensor] = {}
+
+    def cis(self, rotary: Rotary) -> torch.Tensor:
+        """[B, n, rd/2] complex RoPE factors of these positions under `rotary`."""
+        factors = self._cis.get(rotary.compressed)
+        if factors is None:
+            factors = self._cis[rotary.compressed] = rotary.cis(self.pos)
+        return factors
+
 
 def apply_rope(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, inverse: bool = False
@@ -69,11 +96,27 @@ def apply_rope(
     x [..., n, (heads,) d]; cos/sin broadcastable to [..., n, (1,) rd/2]. `inverse` rotates by
     the negative angle (the attention output's de-rotation, since V = K carries RoPE).
     """
-    rd = 2 * cos.shape[-1]
-    nope, rope = x[..., :-rd], x[..., -rd:]
-    pairs = rope.float().unflatten(-1, (-1, 2))
-    a, b = pairs[..., 0], pairs[..., 1]
-    if inverse:
-        sin = -sin
-    rotated = torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2)
-    return torch.cat((nope, rotated.to(x.dtype)), dim=-1)
+    cis = torch.complex(cos, sin)
+    return rotate(x, cis.conj() if inverse else cis)
+
+
+def rotate(x: torch.Tensor, cis: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+    """`apply_rope` with the factors as one complex tensor (cos + i sin, or its conjugate to
+    undo the rotation): the pairs (a, b) become (a cos - b sin, a sin + b cos).
+
+    inplace: rotate x's own fp32 storage (a fresh tensor outside autograd) and return it.
+    """
+    rd = 2 * cis.shape[-1]
+    if inplace and x.dtype == torch.float32:
+        try:
+            torch.view_as_complex(x[..., -rd:].unflatten(-1, (-1, 2))).mul_(cis)
+            return x
+        except RuntimeError:  # a layout complex numbers cannot view: rotate a copy
+            pass
+    rope = x[..., -rd:].float()
+    try:
+        pairs = torch.view_as_complex(rope.unflatten(-1, (-1, 2)))
+    except RuntimeError:  # a layout complex numbers cannot view (odd strides or offset)
+        pairs = torch.view_as_complex(rope.contiguous().unflatten(-1, (-1, 2)))
+    rotated = torch.view_as_real(pairs * cis).flatten(-2)
+    return torch.cat((x[..., :-rd], rotated.to(x.dtype)), dim=-1)

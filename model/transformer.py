@@ -11,6 +11,7 @@ from model.config import ModelConfig
 from model.hyper_connections import hc_collapse, hc_expand, hc_head_collapse, hc_mix_weights
 from model.moe import MoE
 from model.norm import RMSNorm
+from model.rope import StepPositions
 
 # Tokens per internal step of a long forward: bounds activation memory (linear in length).
 PREFILL_CHUNK = 1024
@@ -54,11 +55,18 @@ class Block(nn.Module):
         caches: list[LayerCache],
         *,
         quant_sim: bool,
+        positions: StepPositions | None = None,
     ) -> torch.Tensor:
-        """streams [B, n, hc, dim] -> [B, n, hc, dim]; caches advance by n tokens."""
+        """streams [B, n, hc, dim] -> [B, n, hc, dim]; caches advance by n tokens.
+
+        `positions` (of these starts and n) lets the layers of one step share RoPE factors."""
         pre, post, comb = self._mix(streams, "attn")
         y = self.attn(
-            self.attn_norm(hc_collapse(streams, pre)), starts, caches, quant_sim=quant_sim
+            self.attn_norm(hc_collapse(streams, pre)),
+            starts,
+            caches,
+            quant_sim=quant_sim,
+            positions=positions,
         )
         streams = hc_expand(y, streams, post, comb)
         pre, post, comb = self._mix(streams, "ffn")
@@ -140,9 +148,15 @@ class DeepseekV4(nn.Module):
         starts = [c.length for c in caches]
         x = self.embed(ids)
         streams = x.unsqueeze(-2).expand(*x.shape[:-1], self.cfg.hc_mult, x.shape[-1])
+        positions = StepPositions(starts, ids.shape[1])
         for i, layer in enumerate(self.layers):
             streams = layer(
-                streams, ids, starts, [c.layers[i] for c in caches], quant_sim=self.quant_sim
+                streams,
+                ids,
+                starts,
+                [c.layers[i] for c in caches],
+                quant_sim=self.quant_sim,
+                positions=positions,
             )
         for c in caches:
             c.length += ids.shape[1]

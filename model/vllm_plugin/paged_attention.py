@@ -173,7 +173,7 @@ class PagedAttention(nn.Module):
 
         iq = iw = None
         if attn.indexer is not None:
-            iq, iw = attn.indexer.queries(x, qr, cos, sin, quant_sim=self.quant_sim)
+            iq, iw = attn.indexer.queries(x, qr, torch.complex(cos, sin), quant_sim=self.quant_sim)
 
         # Compressed entries first: a query may attend to the block its own token completes.
         for b, start in enumerate(layout.starts):
