@@ -141,7 +141,7 @@ class Attention(nn.Module):
         q = rotate(q, cis.unsqueeze(-2), inplace=fresh)
         kv = rotate(self.kv_norm(self.wkv(x)).float(), cis, inplace=fresh)  # [B, n, hd]
         if quant_sim:
-            kv = simulate_kv_fp8(kv, self.rotary)
+            kv = simulate_kv_fp8(kv, self.rotary, inplace=fresh)
         iq = iw = None
         if self.indexer is not None:
             iq, iw = self.indexer.queries(x, qr, cis, quant_sim=quant_sim)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from model.cache import CompressorState
-from model.fp_formats import fp4_simulate, fp8_simulate, hadamard
+from model.fp_formats import fp4_simulate, fp8_simulate, fp8_simulate_, hadamard
 from model.norm import RMSNorm
 from model.rope import Rotary
 from model.rope import rotate as rotate_pairs
@@ -121,9 +121,15 @@ def finish_entries(
     return entries
 
 
-def simulate_kv_fp8(kv: torch.Tensor, rotary: Rotary) -> torch.Tensor:
-    """FP8 (block 64) rounding of the non-rope dims; the rope dims stay exact."""
+def simulate_kv_fp8(kv: torch.Tensor, rotary: Rotary, *, inplace: bool = False) -> torch.Tensor:
+    """FP8 (block 64) rounding of the non-rope dims; the rope dims stay exact.
+
+    inplace: round kv's own fp32 storage (a fresh tensor outside autograd) and return it.
+    """
     rd = 2 * rotary.inv_freq.shape[0]
+    if inplace and kv.dtype == torch.float32:
+        fp8_simulate_(kv[..., :-rd], 64)
+        return kv
     return torch.cat((fp8_simulate(kv[..., :-rd], 64), kv[..., -rd:]), dim=-1)
 
 

@@ -7,14 +7,15 @@ names `hc_attn_fn`, `hc_attn_base`, `hc_attn_scale`, ...), so other backends can
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Up to this many 4x4 matrices (a decode step's few tokens), Sinkhorn runs on Python floats:
-# its 39 normalisations of 16 numbers cost ~25 us there, against ~150 us as numpy calls and
-# more as torch calls. Up to _NUMPY_MAX elements, numpy's lower per-call overhead wins.
+# Up to this many tokens (a decode step), the mixing weights are computed on Python floats:
+# Sinkhorn's 39 normalisations of 16 numbers cost ~25 us there, against ~150 us as numpy calls
+# and more as torch calls. Up to _NUMPY_MAX elements, numpy's lower per-call overhead wins.
 _SCALAR_MAX = 8
 _NUMPY_MAX = 4096
 
@@ -32,6 +33,8 @@ def hc_mix_weights(
     """streams [..., hc, d] -> (pre [..., hc], post [..., hc], comb [..., hc, hc]) in fp32."""
     hc = streams.shape[-2]
     x = streams.flatten(-2).float()  # [..., hc*d]
+    if _scalar_path(streams, hc):
+        return _mix_weights_scalar(x, fn, base, scale, hc, sinkhorn_iters, eps, norm_eps)
     r = torch.rsqrt(x.square().mean(-1, keepdim=True) + norm_eps)
     mix = F.linear(x, fn.float()) * r  # [..., (2+hc)*hc]
     # scale[0], [1], [2] multiply the pre, post and comb slices: one multiply-add for all.
@@ -50,13 +53,57 @@ def _scale_index(hc: int, device: str) -> torch.Tensor:
     return torch.tensor([0] * hc + [1] * hc + [2] * hc * hc, device=device)
 
 
+def _scalar_path(streams: torch.Tensor, hc: int) -> bool:
+    """A decode step's few tokens (hc = 4, no autograd, CPU): the mixing weights are
+    computed on Python floats, where each of their ~100 tiny operations costs far less."""
+    return (
+        hc == 4
+        and streams.numel() <= _SCALAR_MAX * streams.shape[-1] * hc
+        and not torch.is_grad_enabled()
+        and streams.device.type == "cpu"
+    )
+
+
+def _mix_weights_scalar(
+    x: torch.Tensor,
+    fn: torch.Tensor,
+    base: torch.Tensor,
+    scale: torch.Tensor,
+    hc: int,
+    iters: int,
+    eps: float,
+    norm_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`hc_mix_weights` after the projection, in double precision on Python floats (within
+    ~1e-7 of the fp32 tensor path). x [..., hc*d] fp32."""
+    lead = x.shape[:-1]
+    rows = x.reshape(-1, x.shape[-1])
+    mix = F.linear(rows, fn.float()).tolist()
+    norms = torch.linalg.vector_norm(rows, dim=-1).tolist()  # one op where mean(x^2) is three
+    s0, s1, s2 = scale.float().tolist()
+    b = base.float().tolist()
+    out = []
+    for m, norm in zip(mix, norms, strict=True):
+        r = 1.0 / math.sqrt(norm * norm / rows.shape[-1] + norm_eps)
+        gates = [m[i] * r * (s0 if i < hc else s1) + b[i] for i in range(2 * hc)]
+        pre = [1.0 / (1.0 + math.exp(-g)) + eps for g in gates[:hc]]
+        post = [2.0 / (1.0 + math.exp(-g)) for g in gates[hc:]]
+        comb = []
+        for row in range(hc):
+            logits = [m[i] * r * s2 + b[i] for i in range(2 * hc + row * hc, 3 * hc + row * hc)]
+            top = max(logits)
+            e = [math.exp(v - top) for v in logits]
+            total = sum(e)
+            comb += [v / total + eps for v in e]
+        out.append(pre + post + _sinkhorn_4x4(comb, iters, eps))
+    weights = torch.tensor(out, dtype=torch.float32).view(*lead, -1)
+    pre, post, comb = weights.split((hc, hc, hc * hc), dim=-1)
+    return pre, post, comb.unflatten(-1, (hc, hc))
+
+
 def sinkhorn(comb: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
     """Column-normalise, then `iters - 1` rounds of row- then column-normalisation."""
     small = not comb.requires_grad and comb.device.type == "cpu"
-    if small and comb.shape[-2:] == (4, 4) and comb.numel() <= 16 * _SCALAR_MAX:
-        flat = comb.reshape(-1, 16).tolist()
-        out = [_sinkhorn_4x4(m, iters, eps) for m in flat]
-        return torch.tensor(out, dtype=comb.dtype).view(comb.shape)
     if small and comb.numel() <= _NUMPY_MAX:
         return torch.from_numpy(_sinkhorn_numpy(comb.numpy(), iters, eps))
     comb = comb / (comb.sum(-2, keepdim=True) + eps)
@@ -75,6 +122,11 @@ def hc_expand(
     out: torch.Tensor, streams: torch.Tensor, post: torch.Tensor, comb: torch.Tensor
 ) -> torch.Tensor:
     """X'_k = post_k F(y) + sum_j comb[j, k] X_j (in fp32)."""
+    hc, d = streams.shape[-2:]
+    if streams.numel() == hc * d and streams.dtype == out.dtype == torch.float32:
+        # one token: two plain matrix products on 2-D views
+        mixed = torch.mm(comb.view(hc, hc).t(), streams.view(hc, d))
+        return torch.addmm(mixed, post.view(hc, 1), out.view(1, d)).view(streams.shape)
     mixed = comb.transpose(-1, -2) @ streams.float()
     return torch.addcmul(mixed, post.unsqueeze(-1), out.float().unsqueeze(-2)).to(streams.dtype)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,6 +51,29 @@ class Gate(nn.Module):
             weights = weights / weights.sum(-1, keepdim=True)
         return weights * self.route_scale, chosen
 
+    def route_one(self, x: torch.Tensor, token: int | None) -> list[tuple[int, float]]:
+        """`forward` for one token x [1, dim] on Python floats (a dozen tiny tensor ops
+        become one projection): [(expert id, weight)] in slot order."""
+        logits = F.linear(x.float(), self.weight.float())[0].tolist()
+        if self.score_func == "sqrtsoftplus":  # softplus as torch computes it (linear above 20)
+            scores = [math.sqrt(v if v > 20.0 else math.log1p(math.exp(v))) for v in logits]
+        elif self.score_func == "sigmoid":
+            scores = [0.5 * (1.0 + math.tanh(0.5 * v)) for v in logits]
+        else:
+            top = max(logits)
+            exps = [math.exp(v - top) for v in logits]
+            scores = [v / sum(exps) for v in exps]
+        if self.hashed:
+            if token is None:
+                raise ValueError("a hash-routed MoE layer needs the token ids")
+            chosen = self.tid2eid[token].tolist()
+        else:
+            biased = [s + b for s, b in zip(scores, self.bias.float().tolist(), strict=True)]
+            chosen = sorted(range(len(biased)), key=lambda e: -biased[e])[: self.topk]
+        weights = [scores[e] for e in chosen]
+        norm = sum(weights) if self.score_func != "softmax" else 1.0
+        return [(e, w / norm * self.route_scale) for e, w in zip(chosen, weights, strict=True)]
+
 
 class Expert(nn.Module):
     """SwiGLU feed-forward: w2(silu(w1 x) * w3 x), optionally clamped (in fp32)."""
@@ -90,9 +115,11 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
         shape = x.shape
         flat = x.reshape(-1, shape[-1])
+        if flat.shape[0] == 1 and not torch.is_grad_enabled():
+            # one token (decode): routed on Python floats, its k experts in turn
+            token = None if ids is None else int(ids.reshape(-1)[0])
+            return self._one_token(flat, self.gate.route_one(flat, token)).to(x.dtype).view(shape)
         weights, chosen = self.gate(flat, None if ids is None else ids.reshape(-1))
-        if flat.shape[0] == 1:  # one token (decode): its k experts in turn, no grouping
-            return self._one_token(flat, weights, chosen).to(x.dtype).view(shape)
         k = chosen.shape[-1]
         # Group the (token, slot) pairs by expert: one matmul per expert hit, not per token.
         order = chosen.flatten().argsort(stable=True)
@@ -111,13 +138,11 @@ class MoE(nn.Module):
             y = y + self.shared_experts(flat)
         return y.to(x.dtype).view(shape)
 
-    def _one_token(
-        self, x: torch.Tensor, weights: torch.Tensor, chosen: torch.Tensor
-    ) -> torch.Tensor:
+    def _one_token(self, x: torch.Tensor, routes: list[tuple[int, float]]) -> torch.Tensor:
         """x [1, dim] -> [1, dim] fp32; sums in the order of the grouped path (by expert id)."""
         y = None
-        for e, slot in sorted((e, slot) for slot, e in enumerate(chosen[0].tolist())):
-            r = self.experts[e](x) * weights[:, slot : slot + 1]
+        for e, w in sorted(routes):
+            r = self.experts[e](x) * w
             y = r if y is None else y + r
         if self.shared_experts is not None:
             y = y + self.shared_experts(x)
