@@ -1,24 +1,65 @@
 """Transcript blocks: one per thing the reader sees (a user message, the model's reasoning, its
 answer, a tool call with its result, an error, a run's start or end).
 
-A block holds its own state (text so far, expanded or not) and turns it into a rich renderable
-only when the transcript shows it; `estimate` guesses its height without rendering, so that a long
-session opens without rendering every block.
+A block holds its own state (text so far, expanded or not) and shows it as `pieces`: parts of at
+most `PIECE_LINES` lines each, which the transcript renders, measures and caches one by one, and
+only when a row of one is on screen. So a 3,000-line diff or a long answer costs no more to
+scroll past than a short one (rendering it whole took 80-160 ms), and a block that grows while
+streaming renders again only its last piece. A piece's `estimate` guesses its height without
+rendering, so that a long session opens without rendering every block.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.align import AlignMethod
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.markdown import Markdown
 from rich.panel import Panel
+from rich.segment import Segment
 from rich.text import Text
 
 OUTPUT_LINES_COLLAPSED = 12
 """Lines of a tool's output shown before the panel is expanded (click or Ctrl+O)."""
+PIECE_LINES = 40
+"""Most source lines in one piece of a block."""
+PIECE_CHARS = 4000
+"""A piece also ends at the first line end past this many characters (one longer line stays
+whole: rows are never cut mid-line, as that would change how the line wraps)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Piece:
+    """One part of a block: its rows are those of `render()` at the transcript's width.
+
+    `key` is everything the look depends on: a cached rendering with the same key and width is
+    still right (so a growing block's earlier pieces keep theirs)."""
+
+    key: Hashable
+    render: Callable[[], RenderableType]
+    estimate: Callable[[int], int]
+    """Rows at a width, guessed without rendering."""
+
+
+def split_lines(text: str) -> list[str]:
+    """`text` cut at line ends into chunks of at most `PIECE_LINES` lines (fewer where they pass
+    `PIECE_CHARS` characters); joined with newlines they give `text` back."""
+    lines = text.split("\n")
+    if len(lines) <= PIECE_LINES and len(text) <= PIECE_CHARS:
+        return [text]
+    chunks, start, size = [], 0, 0
+    for i, line in enumerate(lines):
+        if i > start and (i - start >= PIECE_LINES or size > PIECE_CHARS):
+            chunks.append("\n".join(lines[start:i]))
+            start, size = i, 0
+        size += len(line) + 1
+    chunks.append("\n".join(lines[start:]))
+    return chunks
 
 
 def _wrapped_lines(text: str, width: int) -> int:
@@ -33,6 +74,7 @@ class Block:
     step: int = 0
     version: int = 0
     expanded: bool = False
+    _pieces: tuple[int, list[Piece]] = field(default=(-1, []), init=False, repr=False)
 
     toggleable = False
     """Whether a click (or Ctrl+O on the last one) expands and collapses it."""
@@ -44,11 +86,18 @@ class Block:
         self.expanded = not self.expanded
         self.changed()
 
-    def renderable(self) -> RenderableType:
-        raise NotImplementedError
+    def pieces(self) -> list[Piece]:
+        """The block, top to bottom, in parts that are each cheap to render (made again only
+        after it changed)."""
+        if self._pieces[0] != self.version:
+            self._pieces = (self.version, self._make_pieces())
+        return self._pieces[1]
 
-    def estimate(self, width: int) -> int:
-        """Rows this block will take at `width`, guessed without rendering."""
+    def renderable(self) -> RenderableType:
+        """The whole block as one renderable (its pieces one after the other)."""
+        return Group(*(piece.render() for piece in self.pieces()))
+
+    def _make_pieces(self) -> list[Piece]:
         raise NotImplementedError
 
 
@@ -56,12 +105,9 @@ class Block:
 class UserBlock(Block):
     text: str = ""
 
-    def renderable(self) -> RenderableType:
-        body = Text(self.text)
-        return Panel(body, title="you", title_align="left", border_style="bold cyan")
-
-    def estimate(self, width: int) -> int:
-        return _wrapped_lines(self.text, width - 4) + 2
+    def _make_pieces(self) -> list[Piece]:
+        bodies = [_text_body(chunk) for chunk in split_lines(self.text)]
+        return panel_pieces(bodies, title="you", border_style="bold cyan")
 
 
 @dataclass(eq=False)
@@ -71,24 +117,29 @@ class ReasoningBlock(Block):
     text: str = ""
     toggleable = True
 
-    def renderable(self) -> RenderableType:
+    def _make_pieces(self) -> list[Piece]:
         words = len(self.text.split())
         if not self.expanded:
             first = " ".join(self.text.split())[:80]
-            return Text.assemble(
+            line = Text.assemble(
                 ("▸ reasoning ", "bold magenta"),
                 (f"({words} words) ", "magenta"),
                 (first, "dim italic"),
                 no_wrap=True,
                 overflow="ellipsis",
             )
-        return Group(
-            Text(f"▾ reasoning ({words} words)", style="bold magenta"),
-            Text(self.text.strip(), style="italic grey62"),
-        )
-
-    def estimate(self, width: int) -> int:
-        return 1 + (_wrapped_lines(self.text.strip(), width) if self.expanded else 0)
+            return [Piece(("reasoning", words, first), lambda: line, lambda width: 1)]
+        header = Text(f"▾ reasoning ({words} words)", style="bold magenta")
+        pieces = []
+        for k, chunk in enumerate(split_lines(self.text.strip())):
+            body = Text(chunk, style="italic grey62")
+            if k == 0:
+                key: Hashable = (header.plain, chunk)
+                render, rows = _constant(Group(header, body)), _rows_after(chunk, 0, 1)
+            else:
+                key, render, rows = chunk, _constant(body), _rows_after(chunk, 0, 0)
+            pieces.append(Piece(key, render, rows))
+        return pieces
 
 
 @dataclass(eq=False)
@@ -97,11 +148,14 @@ class ContentBlock(Block):
 
     text: str = ""
 
-    def renderable(self) -> RenderableType:
-        return Markdown(self.text.strip() or " ")
-
-    def estimate(self, width: int) -> int:
-        return _wrapped_lines(self.text.strip(), width)
+    def _make_pieces(self) -> list[Piece]:
+        pieces = []
+        for k, chunk in enumerate(split_markdown(self.text.strip() or " ")):
+            # Rich puts one blank row between top-level elements; between two pieces, the
+            # second piece draws it.
+            gap = 0 if k == 0 or _RULE.match(chunk.split("\n", 1)[0]) else 1
+            pieces.append(Piece((gap, chunk), _markdown(chunk, gap), _rows_after(chunk, 0, gap)))
+        return pieces
 
 
 @dataclass(eq=False)
@@ -147,55 +201,60 @@ class ToolBlock(Block):
             parts.insert(0, "error")
         return " · ".join(parts), "red" if self.is_error else "green"
 
-    def _arguments(self) -> list[RenderableType]:
+    def _arguments(self) -> Body:
         args = self.args
         if self.name == "bash" and "command" in args:
-            return [Text.assemble(("$ ", "bold green"), (str(args["command"]), "bold"))]
+            command = str(args["command"])
+            line = Text.assemble(("$ ", "bold green"), (command, "bold"))
+            return Body(("$", command), [line], _rows_after(command, 2, 0))
         shown = {k: v for k, v in args.items() if k not in ("content", "old_str", "new_str")}
-        out: list[RenderableType] = []
+        parts: list[RenderableType] = []
+        texts: list[str] = []
         if shown:
-            out.append(Text(_short_json(shown), style="cyan"))
+            texts.append(_short_json(shown))
+            parts.append(Text(texts[-1], style="cyan"))
         if self.output is None:
             for key in ("content", "old_str", "new_str"):
                 if key in args:
-                    out.append(Text(f"{key}: {_clip(str(args[key]), 8)}", style="grey62"))
-        return out
+                    texts.append(f"{key}: {_clip(str(args[key]), 8)}")
+                    parts.append(Text(texts[-1], style="grey62"))
+        joined = "\n".join(texts)
+        return Body(joined, parts, _rows_after(joined, 0, 0) if texts else _no_rows)
 
-    def _result(self) -> list[RenderableType]:
+    def _results(self) -> list[Body]:
+        """The result, in chunks."""
         if self.call_error:
-            return [Text(self.call_error, style="bold red")]
+            error = self.call_error
+            return [Body(("error", error), [Text(error, style="bold red")], _rows_after(error))]
         if self.output is None:
             return []
         diff = self.data.get("diff")
         if diff:
             text = diff if self.expanded else _clip(diff, OUTPUT_LINES_COLLAPSED * 2)
-            return [diff_text(text)]
+            chunks = split_lines(text.rstrip("\n"))
+            return [Body(("diff", c), [diff_text(c)], _rows_after(c)) for c in chunks]
         text = self.data.get("output", self.output) if "exit_code" in self.data else self.output
         text = text.rstrip("\n")
         if not text:
-            return [Text("(no output)", style="dim")]
+            return [Body("(no output)", [Text("(no output)", style="dim")], _rows_after(""))]
         if not self.expanded:
             text = _clip(text, OUTPUT_LINES_COLLAPSED)
-        return [Text(text, style="red" if self.is_error else "")]
+        style = "red" if self.is_error else ""
+        return [Body((style, c), [Text(c, style=style)], _rows_after(c)) for c in split_lines(text)]
 
-    def renderable(self) -> RenderableType:
+    def _make_pieces(self) -> list[Piece]:
         subtitle, border = self._status()
-        return Panel(
-            Group(*self._arguments(), *self._result()),
-            title=self.name or "…",
-            title_align="left",
-            subtitle=subtitle,
-            subtitle_align="right",
-            border_style=border,
-        )
-
-    def estimate(self, width: int) -> int:
-        args = self.args
-        rows = _wrapped_lines(_short_json(args), width - 4) if args else 0
-        body = self.data.get("diff") or self.output or self.call_error or ""
-        lines = _wrapped_lines(body, width - 4) if body else 0
-        limit = OUTPUT_LINES_COLLAPSED * (2 if self.data.get("diff") else 1) + 1
-        return 2 + rows + (lines if self.expanded else min(lines, limit))
+        arguments, results = self._arguments(), self._results()
+        if results:
+            first = results[0]
+            results[0] = Body(
+                (arguments.key, first.key),
+                [*arguments.parts, *first.parts],
+                _sum_rows(arguments.rows, first.rows),
+            )
+        else:
+            results = [arguments]
+        return panel_pieces(results, title=self.name or "…", subtitle=subtitle, border_style=border)
 
 
 @dataclass(eq=False)
@@ -203,12 +262,10 @@ class ErrorBlock(Block):
     message: str = ""
     where: str = ""
 
-    def renderable(self) -> RenderableType:
+    def _make_pieces(self) -> list[Piece]:
         title = f"error in {self.where}" if self.where else "error"
-        return Panel(Text(self.message.strip()), title=title, border_style="bold red")
-
-    def estimate(self, width: int) -> int:
-        return _wrapped_lines(self.message.strip(), width - 4) + 2
+        bodies = [_text_body(chunk) for chunk in split_lines(self.message.strip())]
+        return panel_pieces(bodies, title=title, border_style="bold red", title_align="center")
 
 
 @dataclass(eq=False)
@@ -218,11 +275,156 @@ class NoteBlock(Block):
     text: str = ""
     style: str = "dim"
 
-    def renderable(self) -> RenderableType:
-        return Text(self.text, style=self.style)
+    def _make_pieces(self) -> list[Piece]:
+        text = Text(self.text, style=self.style)
+        return [Piece((self.style, self.text), lambda: text, _rows_after(self.text, 0, 0))]
 
-    def estimate(self, width: int) -> int:
-        return _wrapped_lines(self.text, width)
+
+# ---------------------------------------------------------------------- pieces of panels
+
+
+@dataclass(frozen=True, eq=False)
+class Body:
+    """What one piece of a panel holds inside its borders."""
+
+    key: Hashable
+    parts: list[RenderableType]
+    rows: Callable[[int], int]
+    """Rows at the panel's inner width, guessed."""
+
+
+class PanelPart:
+    """Rows of a rich `Panel` around one body: without its top border unless it is the first
+    part, without its bottom border unless it is the last. Parts rendered one after the other
+    give the rows of one panel around all the bodies (each body wraps on its own lines)."""
+
+    def __init__(self, panel: Panel, *, first: bool, last: bool) -> None:
+        self.panel, self.first, self.last = panel, first, last
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = console.render_lines(self.panel, options, pad=True)
+        lines = lines[(0 if self.first else 1) : (None if self.last else -1)]
+        new_line = Segment.line()
+        for line in lines:
+            yield from line
+            yield new_line
+
+
+def panel_pieces(
+    bodies: list[Body],
+    *,
+    title: str,
+    border_style: str,
+    subtitle: str | None = None,
+    title_align: AlignMethod = "left",
+) -> list[Piece]:
+    """A panel (rich's look: rounded box, subtitle bottom right) as pieces."""
+    last = len(bodies) - 1
+    return [
+        _panel_piece(body, k == 0, k == last, (title, title_align), subtitle, border_style)
+        for k, body in enumerate(bodies)
+    ]
+
+
+def _panel_piece(
+    body: Body,
+    first: bool,
+    last: bool,
+    title: tuple[str, AlignMethod],
+    subtitle: str | None,
+    border_style: str,
+) -> Piece:
+    top, bottom = (title if first else None), (subtitle if last else None)
+
+    def render() -> RenderableType:
+        panel = Panel(
+            Group(*body.parts),
+            title=top[0] if top else None,
+            title_align=title[1],
+            subtitle=bottom,
+            subtitle_align="right",
+            border_style=border_style,
+        )
+        return PanelPart(panel, first=first, last=last)
+
+    def estimate(width: int) -> int:
+        return body.rows(width - 4) + first + last
+
+    return Piece((border_style, top, bottom, first, last, body.key), render, estimate)
+
+
+def _text_body(text: str) -> Body:
+    return Body(text, [Text(text)], _rows_after(text))
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _wrapped_lines(text: str, width: int) -> int:
+    width = max(width, 1)
+    return sum(max(1, -(-len(line) // width)) for line in text.split("\n"))
+
+
+def _rows_after(text: str, indent: int = 0, extra: int = 0) -> Callable[[int], int]:
+    """A guess of the rows `text` takes at a width (less `indent` columns), plus `extra`."""
+    return lambda width: _wrapped_lines(text, width - indent) + extra
+
+
+def _sum_rows(*rows: Callable[[int], int]) -> Callable[[int], int]:
+    return lambda width: sum(r(width) for r in rows)
+
+
+def _no_rows(width: int) -> int:
+    return 0
+
+
+def _constant(renderable: RenderableType) -> Callable[[], RenderableType]:
+    return lambda: renderable
+
+
+def _markdown(chunk: str, gap: int) -> Callable[[], RenderableType]:
+    def render() -> RenderableType:
+        return Group(Text(""), Markdown(chunk)) if gap else Markdown(chunk)
+
+    return render
+
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_RULE = re.compile(r"^ {0,3}([-*_])( *\1){2,} *$")
+_CONTINUES = re.compile(r"^(\s|[-*+>|]|\d+[.)])")
+"""A line that may belong to the element before it (indented, list item, quote, table)."""
+
+
+def split_markdown(text: str) -> list[str]:
+    """Markdown cut into chunks of about `PIECE_LINES` lines, only at blank lines between two
+    top-level elements (never inside a code block, list, quote or table), so that each chunk
+    renders as it does within the whole. A code block longer than that stays whole."""
+    lines = text.split("\n")
+    if len(lines) <= PIECE_LINES and len(text) <= PIECE_CHARS:
+        return [text]
+    chunks, start, size, fence = [], 0, 0, ""
+    for i, line in enumerate(lines):
+        opened = _FENCE.match(line)
+        if fence:
+            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
+                fence = ""
+        elif opened:
+            fence = opened.group(1)
+        elif (
+            (i - start >= PIECE_LINES or size > PIECE_CHARS)
+            and i >= 2
+            and not line.strip()
+            and i + 1 < len(lines)
+            and lines[i + 1].strip()
+            and not _CONTINUES.match(lines[i + 1])
+            and not _CONTINUES.match(lines[i - 1])
+        ):
+            chunks.append("\n".join(lines[start:i]))
+            start, size = i + 1, 0
+            continue
+        size += len(line) + 1
+    chunks.append("\n".join(lines[start:]))
+    return chunks
 
 
 _DIFF_STYLES = (("+++", "bold"), ("---", "bold"), ("@@", "cyan"), ("+", "green"), ("-", "red"))
@@ -231,10 +433,11 @@ _DIFF_STYLES = (("+++", "bold"), ("---", "bold"), ("@@", "cyan"), ("+", "green")
 def diff_text(diff: str) -> Text:
     """A unified diff coloured line by line (cheaper than a lexer, and all a diff needs)."""
     text = Text()
-    for line in diff.rstrip("\n").split("\n"):
+    for i, line in enumerate(diff.rstrip("\n").split("\n")):
         style = next((s for prefix, s in _DIFF_STYLES if line.startswith(prefix)), "")
-        text.append(line + "\n", style=style)
-    text.rstrip()
+        if i:
+            text.append("\n")
+        text.append(line, style=style)
     return text
 
 

@@ -1,4 +1,4 @@
-"""A block's rendered rows, held so that keeping every drawn block costs the collector nothing.
+"""A piece's rendered rows, held so that keeping every drawn block costs the collector nothing.
 
 Rich renders a block to lines of `Segment`s; Textual draws `Strip`s. Keeping Strips for every
 block drawn so far would leave about ten objects per row that the cyclic garbage collector must
@@ -10,19 +10,21 @@ collector, and the Strips for the rows on screen are made when drawn.
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 from rich.segment import Segment
 from rich.style import Style
 from textual.strip import Strip
 
 
 class RenderedRows:
-    """The rows of one block rendered at `width` (its `version` then)."""
+    """The rows of one piece of a block rendered at `width` (`key`: the piece's look then)."""
 
-    __slots__ = ("width", "version", "_styles", "_rows", "_base", "_styled")
+    __slots__ = ("width", "key", "_styles", "_rows", "_base", "_styled")
 
-    def __init__(self, lines: list[list[Segment]], width: int, version: int) -> None:
+    def __init__(self, lines: list[list[Segment]], width: int, key: Hashable) -> None:
         self.width = width
-        self.version = version
+        self.key = key
         numbers: dict[Style | None, int] = {}
         styles: list[Style | None] = []
         rows = []

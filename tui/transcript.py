@@ -1,11 +1,13 @@
 """The transcript: one Line-API widget that draws only the rows on screen.
 
 A session of ten thousand events is a thousand blocks or more; mounting a widget for each would
-make opening and scrolling grow with the session. Here each block is rendered (rich → strips)
-only when a row of it is on screen, and kept until it changes or the width does. Blocks not yet
-rendered count with an estimated height; in idle moments the transcript measures them a few
-milliseconds at a time (keeping the rows on screen where they are), so the scrollbar becomes
-exact without delaying the first frame.
+make opening and scrolling grow with the session. Here every block is a few pieces (see
+`tui.blocks`), laid out one after the other; a piece is rendered only when a row of it is on
+screen, and kept (compactly, see `tui.rendered_rows`) until it changes or the width does. So
+drawing a frame renders at most a screenful of small pieces, however long a block is. Pieces
+not yet rendered count with an estimated height; in idle moments the transcript measures them a
+few milliseconds at a time (keeping the rows on screen where they are), so the scrollbar
+becomes exact without delaying the first frame or a key.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from bisect import bisect_right
 from itertools import accumulate
 
 from rich.segment import Segment
+from rich.style import Style
 from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
@@ -29,8 +32,8 @@ from tui.transcript_model import TranscriptModel
 
 GAP = 1
 """Blank rows after each block."""
-MEASURE_SLICE_S = 0.010
-"""Longest stretch of background measuring before the app gets control back."""
+MEASURE_SLICE_S = 0.008
+"""Longest stretch of background measuring before the app gets control back (plus one piece)."""
 MEASURE_PAUSE_S = 0.05
 """Pause between two stretches (background measuring takes at most a sixth of a core)."""
 
@@ -57,17 +60,23 @@ class Transcript(ScrollView, can_focus=True):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.model = TranscriptModel()
+        # One entry per piece, blocks in order: its block, its number within the block, its
+        # height (with the gap after a block's last piece) and whether that height is real.
+        self._owner: list[Block] = []
+        self._part: list[int] = []
         self._heights: list[int] = []
         self._exact: list[bool] = []
-        self._offsets: list[int] = [0]  # offsets[i] = first row of block i; last = total rows
-        self._cache: dict[int, RenderedRows] = {}  # by block id
+        self._offsets: list[int] = [0]  # offsets[i] = first row of piece i; last = total rows
+        self._start: list[int] = []  # the first piece of each block
+        self._cache: dict[tuple[int, int], RenderedRows] = {}  # by (block id, piece number)
         self._width = 0
         self._follow = True
-        self._measure_from = 0  # no block before this index still has an estimated height
+        self._measure_from = 0  # no piece before this index still has an estimated height
         self._measure_timer: object | None = None
         self._adjusting = False  # the scroll position is being moved by us, not the user
-        self.rendered_blocks = 0
-        """How many times a block was rendered to be drawn (a check that only visible ones
+        self._row_style: Style | None = None  # the widget's style, taken once per frame
+        self.rendered_pieces = 0
+        """How many times a piece was rendered to be drawn (a check that only visible ones
         are); background measuring does not keep what it renders and is not counted."""
 
     # ------------------------------------------------------------------ feeding
@@ -75,7 +84,8 @@ class Transcript(ScrollView, can_focus=True):
     def reset(self) -> None:
         """Forget every block (another session is about to be shown)."""
         self.model = TranscriptModel()
-        self._heights, self._exact, self._offsets = [], [], [0]
+        self._owner, self._part, self._heights, self._exact = [], [], [], []
+        self._start, self._offsets = [], [0]
         self._measure_from = 0
         self._cache.clear()
         self._relayout(follow=True)
@@ -90,24 +100,56 @@ class Transcript(ScrollView, can_focus=True):
             if block is not None:
                 changed.add(id(block))
         width = self._content_width()
-        for block in self.model.blocks[known:]:
-            self._heights.append(block.estimate(width) + GAP)
-            self._exact.append(False)
         for i in range(max(0, known - 8), known):  # only the newest blocks change as events come
             if id(self.model.blocks[i]) in changed:
-                self._remeasure(i, width)
+                self._lay_out_block(i, width)
+        for i in range(known, len(self.model.blocks)):
+            self._lay_out_block(i, width)
         self._relayout(follow)
 
-    def _remeasure(self, index: int, width: int) -> None:
+    def _lay_out_block(self, index: int, width: int) -> None:
+        """Put block `index`'s pieces in place of what it had (a new block: at the end).
+
+        A piece whose look is what was cached keeps its real height; one that changed is
+        rendered again at once if it was drawn before (it is likely on screen: text streaming
+        in), else it gets an estimate."""
         block = self.model.blocks[index]
-        cached = self._cache.get(id(block))
-        if cached is not None and cached.width == width and cached.version == block.version:
-            return
-        if self._exact[index]:  # drawn before, likely on screen: keep its height exact
-            self._heights[index] = len(self._rendered(block, width)) + GAP
-        else:
-            self._heights[index] = block.estimate(width) + GAP
-            self._measure_from = min(self._measure_from, index)
+        pieces = block.pieces()
+        last = len(pieces) - 1
+        heights, exact = [], []
+        for k, piece in enumerate(pieces):
+            gap = GAP if k == last else 0
+            cached = self._cache.get((id(block), k))
+            if cached is not None and cached.width == width:
+                if cached.key != piece.key:
+                    cached = self._render(block, k, width)
+                heights.append(len(cached) + gap)
+                exact.append(True)
+            else:
+                heights.append(piece.estimate(width) + gap)
+                exact.append(False)
+        for k in range(len(pieces), self._piece_count(index)):  # pieces it no longer has
+            self._cache.pop((id(block), k), None)
+        if index == len(self._start):
+            self._start.append(len(self._owner))
+        start = self._start[index]
+        end = self._start[index + 1] if index + 1 < len(self._start) else len(self._owner)
+        self._owner[start:end] = [block] * len(pieces)
+        self._part[start:end] = range(len(pieces))
+        self._heights[start:end] = heights
+        self._exact[start:end] = exact
+        if len(pieces) != end - start:
+            delta = len(pieces) - (end - start)
+            for later in range(index + 1, len(self._start)):
+                self._start[later] += delta
+        if not all(exact):
+            self._measure_from = min(self._measure_from, start)
+
+    def _piece_count(self, index: int) -> int:
+        if index >= len(self._start):
+            return 0
+        end = self._start[index + 1] if index + 1 < len(self._start) else len(self._owner)
+        return end - self._start[index]
 
     def _relayout(self, follow: bool) -> None:
         self._follow = follow
@@ -124,33 +166,42 @@ class Transcript(ScrollView, can_focus=True):
         self._offsets = [0, *accumulate(self._heights)]
         self.virtual_size = Size(self._content_width(), self._offsets[-1])
         self._adjusting = True
-        try:
+        try:  # forced: the scrollbars may not know of the new size yet
             if self._follow:
-                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True)
+                self.scroll_to(y=self.max_scroll_y, animate=False, immediate=True, force=True)
             elif shift or self.scroll_y > self.max_scroll_y:
-                self.scroll_to(y=self.scroll_y + shift, animate=False, immediate=True)
+                y = self.scroll_y + shift
+                self.scroll_to(y=y, animate=False, immediate=True, force=True)
         finally:
             self._adjusting = False
         self.refresh()
 
     def _measure_tail(self) -> None:
-        """Real heights for the newest blocks that fill the view, so that the end is where it
+        """Real heights for the last pieces that fill the view, so that the end is where it
         will stay (they are about to be drawn anyway)."""
         width, rows = self._content_width(), 0
-        index = len(self.model.blocks) - 1
+        index = len(self._owner) - 1
         while index >= 0 and rows < self.size.height:
             if not self._exact[index]:
-                block = self.model.blocks[index]
-                self._heights[index] = len(self._rendered(block, width)) + GAP
-                self._exact[index] = True
+                self._measure(index, width)
             rows += self._heights[index]
             index -= 1
+
+    def _measure(self, index: int, width: int) -> int:
+        """Render piece `index` (kept for drawing) and make its height the real one; returns
+        by how many rows it changed."""
+        block, k = self._owner[index], self._part[index]
+        gap = GAP if index + 1 == len(self._owner) or self._owner[index + 1] is not block else 0
+        height = len(self._render(block, k, width)) + gap
+        change = height - self._heights[index]
+        self._heights[index], self._exact[index] = height, True
+        return change
 
     # ------------------------------------------------------------------ background measuring
 
     @property
     def fully_measured(self) -> bool:
-        """Whether every block's height is its real one (no estimates left)."""
+        """Whether every piece's height is its real one (no estimates left)."""
         return all(self._exact[self._measure_from :])
 
     def _schedule_measure(self) -> None:
@@ -166,11 +217,14 @@ class Transcript(ScrollView, can_focus=True):
         top_index = bisect_right(self._offsets, int(self.scroll_y)) - 1
         deadline = time.perf_counter() + MEASURE_SLICE_S
         shift, changed, index = 0, False, self._measure_from
-        blocks = self.model.blocks
-        while index < len(blocks) and time.perf_counter() < deadline:
+        owner, part = self._owner, self._part
+        while index < len(owner) and time.perf_counter() < deadline:
             if not self._exact[index]:
-                lines = console.render_lines(blocks[index].renderable(), options, pad=True)
-                height = len(lines) + GAP
+                block = owner[index]
+                piece = block.pieces()[part[index]]
+                lines = console.render_lines(piece.render(), options, pad=True)
+                last = index + 1 == len(owner) or owner[index + 1] is not block
+                height = len(lines) + (GAP if last else 0)
                 if index < top_index:
                     shift += height - self._heights[index]
                 self._heights[index], self._exact[index] = height, True
@@ -184,10 +238,20 @@ class Transcript(ScrollView, can_focus=True):
     # ------------------------------------------------------------------ toggling
 
     def toggle(self, block: Block) -> None:
+        """Expand or collapse `block`; the rows of it that are on screen are measured at once,
+        so that the view stays where it is."""
         block.toggle()
         index = self.model.blocks.index(block)
-        self._heights[index] = len(self._rendered(block, self._content_width())) + GAP
-        self._exact[index] = True
+        width = self._content_width()
+        self._lay_out_block(index, width)
+        bottom = int(self.scroll_y) + self.size.height
+        row = self._offsets[min(self._start[index], len(self._offsets) - 1)]
+        piece = self._start[index]
+        while piece < len(self._owner) and self._owner[piece] is block and row < bottom:
+            if not self._exact[piece]:
+                self._measure(piece, width)
+            row += self._heights[piece]
+            piece += 1
         self._relayout(follow=False)
         self.post_message(self.Toggled(block))
 
@@ -201,8 +265,8 @@ class Transcript(ScrollView, can_focus=True):
     def block_at(self, row: int) -> Block | None:
         """The block drawn at virtual row `row`."""
         index = bisect_right(self._offsets, row) - 1
-        if 0 <= index < len(self.model.blocks):
-            return self.model.blocks[index]
+        if 0 <= index < len(self._owner):
+            return self._owner[index]
         return None
 
     def on_click(self, event: events.Click) -> None:
@@ -213,7 +277,7 @@ class Transcript(ScrollView, can_focus=True):
         if block is not None and block.toggleable:
             self.toggle(block)
 
-    # ------------------------------------------------------------------ drawing
+    # ------------------------------------------------------------------ scrolling
 
     def _content_width(self) -> int:
         return max(self.scrollable_content_region.width, 20)
@@ -222,17 +286,21 @@ class Transcript(ScrollView, can_focus=True):
         width = self._content_width()
         if width != self._width:
             self._width = width
-            self._heights = [b.estimate(width) + GAP for b in self.model.blocks]
-            self._exact = [False] * len(self._heights)
+            self._cache.clear()
+            self._owner, self._part, self._heights, self._exact = [], [], [], []
+            self._start = []
             self._measure_from = 0
+            for index in range(len(self.model.blocks)):
+                self._lay_out_block(index, width)
             self._relayout(self._follow or self.is_vertical_scroll_end)
 
     def watch_scroll_y(self, old: float, new: float) -> None:
         super().watch_scroll_y(old, new)
         if self._adjusting:
             return
-        # The user scrolling up stops following; scrolling down to the end resumes it.
-        if new < old:
+        # The user scrolling up stops following; scrolling down to the end resumes it. (A
+        # position past the end is one Textual pulls back when the content shrank: not the user.)
+        if new < old <= self.max_scroll_y:
             self._follow = False
         elif self.is_vertical_scroll_end:
             self._follow = True
@@ -261,54 +329,57 @@ class Transcript(ScrollView, can_focus=True):
     def _scroll_by(self, rows: int) -> None:
         self.scroll_to(y=self.scroll_y + rows, animate=False, immediate=True)
 
-    def _rendered(self, block: Block, width: int) -> RenderedRows:
-        cached = self._cache.get(id(block))
-        if cached is not None and cached.width == width and cached.version == block.version:
+    # ------------------------------------------------------------------ drawing
+
+    def _render(self, block: Block, k: int, width: int) -> RenderedRows:
+        """Piece `k` of `block` rendered at `width` (from the cache while its look holds)."""
+        piece = block.pieces()[k]
+        cached = self._cache.get((id(block), k))
+        if cached is not None and cached.width == width and cached.key == piece.key:
             return cached
         console = self.app.console
         options = console.options.update_width(width)
-        lines = console.render_lines(block.renderable(), options, pad=True)
-        rendered = self._cache[id(block)] = RenderedRows(lines, width, block.version)
-        self.rendered_blocks += 1
+        lines = console.render_lines(piece.render(), options, pad=True)
+        rendered = self._cache[id(block), k] = RenderedRows(lines, width, piece.key)
+        self.rendered_pieces += 1
         return rendered
 
     def _measure_visible(self) -> None:
-        """Render the blocks on screen and put their real heights in place of the guesses."""
+        """Render the pieces on screen and put their real heights in place of the guesses."""
         width = self._content_width()
         top = int(self.scroll_y)
         bottom = top + self.size.height
-        first = max(0, bisect_right(self._offsets, top) - 1)
+        index = max(0, bisect_right(self._offsets, top) - 1)
+        row = self._offsets[index] if index < len(self._owner) else bottom
         moved = False
-        index = first
-        while index < len(self.model.blocks) and self._offsets[index] < bottom:
-            block = self.model.blocks[index]
-            height = len(self._rendered(block, width)) + GAP
-            if height != self._heights[index] or not self._exact[index]:
-                moved = moved or height != self._heights[index]
-                self._heights[index], self._exact[index] = height, True
-                if moved:
-                    self._offsets = [0, *accumulate(self._heights)]
+        while index < len(self._owner) and row < bottom:
+            if not self._exact[index]:
+                moved = bool(self._measure(index, width)) or moved
+            row += self._heights[index]
             index += 1
         if moved:
+            self._offsets = [0, *accumulate(self._heights)]
             self.virtual_size = Size(width, self._offsets[-1])
             if self._follow:  # not while drawing: right after
                 self.call_after_refresh(self._apply_heights)
 
     def render_lines(self, crop):  # type: ignore[override]
         self._measure_visible()
+        self._row_style = self.rich_style  # the same for every row of this frame
         return super().render_lines(crop)
 
     def render_line(self, y: int) -> Strip:
         row = y + int(self.scroll_y)
         width = self._content_width()
         index = bisect_right(self._offsets, row) - 1
-        if not 0 <= index < len(self.model.blocks):
-            return Strip.blank(width, self.rich_style)
-        rendered = self._rendered(self.model.blocks[index], width)
+        style = self._row_style or self.rich_style
+        if not 0 <= index < len(self._owner):
+            return Strip.blank(width, style)
+        rendered = self._render(self._owner[index], self._part[index], width)
         within = row - self._offsets[index]
         if within >= len(rendered):
-            return Strip.blank(width, self.rich_style)
-        return rendered.strip(within, self.rich_style)
+            return Strip.blank(width, style)
+        return rendered.strip(within, style)
 
 
 def plain_lines(transcript: Transcript) -> list[str]:

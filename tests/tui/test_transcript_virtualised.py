@@ -28,20 +28,20 @@ async def test_ten_thousand_events_render_only_what_is_on_screen(kit):
         assert len(blocks) > 1000 and not transcript.children
         # Following the end: the run's last lines are on screen, few blocks were rendered.
         assert "step_limit" in "\n".join(plain_lines(transcript))
-        assert transcript.rendered_blocks <= 30
+        assert transcript.rendered_pieces <= 30
         transcript.scroll_home(animate=False, immediate=True)
         await pilot.pause()
         top = "\n".join(plain_lines(transcript))
         assert "Fix the parser" in top and "you" in top
-        assert transcript.rendered_blocks <= 60
+        assert transcript.rendered_pieces <= 60
         # Every page down shows new rows, rendering only the blocks that came into view.
         seen = top
         for _ in range(5):
-            before = transcript.rendered_blocks
+            before = transcript.rendered_pieces
             await pilot.press("pagedown")
             await pilot.pause()
             page = "\n".join(plain_lines(transcript))
-            assert page != seen and transcript.rendered_blocks - before <= 15
+            assert page != seen and transcript.rendered_pieces - before <= 15
             seen = page
         assert len(transcript.model.blocks) == len(blocks)
 
@@ -56,11 +56,12 @@ async def test_idle_measuring_makes_heights_exact_and_keeps_the_view_still(kit):
         transcript.render_lines(transcript.size.region)  # draw (and measure) the view once
         view = plain_lines(transcript)
         assert not transcript.fully_measured
-        drawn = transcript.rendered_blocks
+        drawn = transcript.rendered_pieces
         await kit.wait_for(pilot, lambda: transcript.fully_measured, timeout=60)
-        measured_only = transcript.rendered_blocks == drawn
+        measured_only = transcript.rendered_pieces == drawn
+        width = transcript._content_width()
         exact = sum(
-            len(transcript._rendered(b, transcript._content_width())) + 1
+            sum(len(transcript._render(b, k, width)) for k in range(len(b.pieces()))) + 1
             for b in transcript.model.blocks
         )
         assert transcript.virtual_size.height == exact
