@@ -23,7 +23,7 @@ from agent import events as ev
 from agent.config import ApprovalRule
 from tui.agents import AgentFactory
 from tui.approval_screen import ApprovalAnswer, ApprovalScreen
-from tui.commands import SlashCommand, UnknownCommand, parse_command
+from tui.commands import SlashCommand, UnknownCommand, model_text, parse_command
 from tui.composer import Composer
 from tui.screens import HelpScreen, SessionsScreen
 from tui.status_bar import StatusBar
@@ -252,16 +252,22 @@ class ChatApp(App[None]):
         self._status().set(approval_mode=mode)
         self.notify(f"approval mode: {mode}")
 
-    def _cmd_model(self, _: str) -> None:
+    def _cmd_model(self, wanted: str) -> None:
         if self.agent is None:
+            self.notify("The session is still opening: /model when it is.", severity="warning")
             return
-        b = self.agent.backend
-        note = f"\n{b.note}" if b.note else ""
+        backend = self.agent.backend
+        text = model_text(
+            backend=backend.name,
+            model=backend.model,
+            context_limit=backend.context_limit,
+            context_tokens=self._status().status.context_tokens,
+            note=backend.note,
+            session_id=self.agent.session_id or "",
+            wanted=wanted,
+        )
         self.notify(
-            f"backend {b.name}, model {b.model or '-'}, context window {b.context_limit:,} "
-            f"tokens.{note}\nThe model holds this session's cache; start `dsv4 chat --backend "
-            "… --model …` for another.",
-            timeout=10,
+            text, title="/model", severity="warning" if wanted else "information", timeout=15
         )
 
     def _cmd_export(self, path: str) -> None:

@@ -80,6 +80,19 @@ async def test_commands_change_approval_export_and_resume(make_factory, kit, tmp
         app._command(parse_command(f"/export {out}"))
         text = out.read_text()
         assert text.startswith(f"# Session {first}") and "## User" in text and "hi" in text
+        # /model: the model in use and its window; another cannot take over, and it says why.
+        await type_text(pilot, "/model")
+        await pilot.press("enter")
+        await type_text(pilot, "/model deepseek-v4")
+        await pilot.press("enter")
+        await pilot.pause()
+        shown, asked = [n for n in app._notifications if n.title == "/model"][-2:]
+        assert "backend: scripted · model: scripted-test" in shown.message
+        assert "context window: " in shown.message and "used: " in shown.message
+        assert shown.severity == "information" and "Cannot switch" not in shown.message
+        assert asked.severity == "warning"
+        assert "Cannot switch to 'deepseek-v4' in this session." in asked.message
+        assert "holds its cache" in asked.message and f"dsv4 chat --resume {first}" in asked.message
         # /sessions lists it; choosing it in another app reopens it.
         await type_text(pilot, "/sessions")
         await pilot.press("enter")
