@@ -10,7 +10,7 @@ from model.cache import LayerCache
 from model.compressor import Compressor, simulate_kv_fp8
 from model.config import ModelConfig
 from model.indexer import Indexer, select_topk, select_topk_one
-from model.norm import RMSNorm, rms_normalize
+from model.norm import RMSNorm, fp32, rms_normalize
 from model.rope import Rotary, StepPositions, rotate
 
 
@@ -136,10 +136,10 @@ class Attention(nn.Module):
         cis = positions.cis(self.rotary)  # [B, n, rd/2]
         fresh = not torch.is_grad_enabled()  # new tensors may be rotated in place
         qr = self.q_norm(self.wq_a(x))
-        q = self.wq_b(qr).float().unflatten(-1, (self.n_heads, self.head_dim))
+        q = fp32(self.wq_b(qr)).unflatten(-1, (self.n_heads, self.head_dim))
         q = rms_normalize(q, self.cfg.norm_eps) * self.head_dim**-0.5
         q = rotate(q, cis.unsqueeze(-2), inplace=fresh)
-        kv = rotate(self.kv_norm(self.wkv(x)).float(), cis, inplace=fresh)  # [B, n, hd]
+        kv = rotate(fp32(self.kv_norm(self.wkv(x))), cis, inplace=fresh)  # [B, n, hd]
         if quant_sim:
             kv = simulate_kv_fp8(kv, self.rotary, inplace=fresh)
         iq = iw = None
@@ -208,7 +208,7 @@ class Attention(nn.Module):
         if win.shape[0] >= self.window:  # the oldest position leaves the window
             win = win[1 - self.window :] if self.window > 1 else win[:0]
         win = lc.window = torch.cat((win, kv))  # positions pos - len + 1 .. pos
-        sink = self.attn_sink.float().unsqueeze(1)  # [H, 1]
+        sink = fp32(self.attn_sink).unsqueeze(1)  # [H, 1]
         if comp_kv is None:
             probs = torch.softmax(torch.cat((F.linear(q, win), sink), dim=1), dim=1)
             return (probs[:, :-1] @ win).unsqueeze(0)
@@ -228,7 +228,10 @@ class Attention(nn.Module):
         """Grouped low-rank output: heads split into g groups, wo_a per group, then wo_b."""
         g = self.cfg.o_groups
         lead = o.shape[:-2]
-        grouped = o.reshape(-1, g, o.shape[-2] * o.shape[-1] // g).transpose(0, 1)  # [g, N, i]
         wa = self.wo_a.weight.view(g, self.cfg.o_lora_rank, -1)  # [g, r, i]
-        mid = torch.bmm(grouped, wa.transpose(1, 2)).transpose(0, 1)  # [N, g, r]
+        grouped = o.reshape(-1, g, o.shape[-2] * o.shape[-1] // g)  # [N, g, i]
+        if grouped.shape[0] == 1:  # one token: [g, 1, i] and [g, 1, r] are plain views
+            mid = torch.bmm(grouped.view(g, 1, -1), wa.transpose(1, 2))
+        else:
+            mid = torch.bmm(grouped.transpose(0, 1), wa.transpose(1, 2)).transpose(0, 1)
         return self.wo_b(mid.reshape(*lead, -1))

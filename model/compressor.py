@@ -7,7 +7,7 @@ from torch import nn
 
 from model.cache import CompressorState
 from model.fp_formats import fp4_simulate, fp8_simulate, fp8_simulate_, hadamard
-from model.norm import RMSNorm
+from model.norm import RMSNorm, fp32
 from model.rope import Rotary
 from model.rope import rotate as rotate_pairs
 
@@ -94,8 +94,8 @@ class Compressor(nn.Module):
                 f"compressor state holds {m} tail rows but the new tokens start at {start}; "
                 f"the tail must begin on a multiple of {self.ratio}"
             )
-        kv = self.wkv(x).float()
-        score = self.wgate(x).float()
+        kv = fp32(self.wkv(x))
+        score = fp32(self.wgate(x))
         pooled, new_state = compress_blocks(
             kv, score, self.ape, state, ratio=self.ratio, width=self.width
         )

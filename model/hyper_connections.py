@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.norm import fp32
+
 # Up to this many tokens (a decode step), the mixing weights are computed on Python floats:
 # Sinkhorn's 39 normalisations of 16 numbers cost ~25 us there, against ~150 us as numpy calls
 # and more as torch calls. Up to _NUMPY_MAX elements, numpy's lower per-call overhead wins.
@@ -32,7 +34,7 @@ def hc_mix_weights(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """streams [..., hc, d] -> (pre [..., hc], post [..., hc], comb [..., hc, hc]) in fp32."""
     hc = streams.shape[-2]
-    x = streams.flatten(-2).float()  # [..., hc*d]
+    x = fp32(streams.flatten(-2))  # [..., hc*d]
     if _scalar_path(streams, hc):
         return _mix_weights_scalar(x, fn, base, scale, hc, sinkhorn_iters, eps, norm_eps)
     r = torch.rsqrt(x.square().mean(-1, keepdim=True) + norm_eps)
@@ -76,29 +78,46 @@ def _mix_weights_scalar(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`hc_mix_weights` after the projection, in double precision on Python floats (within
     ~1e-7 of the fp32 tensor path). x [..., hc*d] fp32."""
-    lead = x.shape[:-1]
-    rows = x.reshape(-1, x.shape[-1])
-    mix = F.linear(rows, fn.float()).tolist()
-    norms = torch.linalg.vector_norm(rows, dim=-1).tolist()  # one op where mean(x^2) is three
-    s0, s1, s2 = scale.float().tolist()
-    b = base.float().tolist()
+    s0, s1, s2 = fp32(scale).tolist()
+    scales = [s0] * hc + [s1] * hc + [s2] * hc * hc
     out = []
-    for m, norm in zip(mix, norms, strict=True):
-        r = 1.0 / math.sqrt(norm * norm / rows.shape[-1] + norm_eps)
-        gates = [m[i] * r * (s0 if i < hc else s1) + b[i] for i in range(2 * hc)]
-        pre = [1.0 / (1.0 + math.exp(-g)) + eps for g in gates[:hc]]
-        post = [2.0 / (1.0 + math.exp(-g)) for g in gates[hc:]]
+    for a in _scaled_mix(x, fn, base, scales, norm_eps):
+        pre = [_sigmoid(v) + eps for v in a[:hc]]
+        post = [2.0 * _sigmoid(v) for v in a[hc : 2 * hc]]
         comb = []
         for row in range(hc):
-            logits = [m[i] * r * s2 + b[i] for i in range(2 * hc + row * hc, 3 * hc + row * hc)]
+            logits = a[(2 + row) * hc : (3 + row) * hc]
             top = max(logits)
             e = [math.exp(v - top) for v in logits]
             total = sum(e)
             comb += [v / total + eps for v in e]
         out.append(pre + post + _sinkhorn_4x4(comb, iters, eps))
-    weights = torch.tensor(out, dtype=torch.float32).view(*lead, -1)
+    weights = torch.tensor(out, dtype=torch.float32).view(*x.shape[:-1], -1)
     pre, post, comb = weights.split((hc, hc, hc * hc), dim=-1)
     return pre, post, comb.unflatten(-1, (hc, hc))
+
+
+def _scaled_mix(
+    streams: torch.Tensor,
+    fn: torch.Tensor,
+    base: torch.Tensor,
+    scales: list[float],
+    norm_eps: float,
+) -> list[list[float]]:
+    """Per token, fn x / rms(x) * scales + base as Python floats (x: the flattened streams)."""
+    rows = fp32(streams).reshape(-1, fn.shape[-1])
+    mix = F.linear(rows, fp32(fn)).tolist()
+    norms = torch.linalg.vector_norm(rows, dim=-1).tolist()  # one op where mean(x^2) is three
+    b = fp32(base).tolist()
+    out = []
+    for m, norm in zip(mix, norms, strict=True):
+        r = 1.0 / math.sqrt(norm * norm / rows.shape[-1] + norm_eps)
+        out.append([v * r * s + bi for v, s, bi in zip(m, scales, b, strict=True)])
+    return out
+
+
+def _sigmoid(v: float) -> float:
+    return 0.5 * (1.0 + math.tanh(0.5 * v))  # no overflow for large |v|
 
 
 def sinkhorn(comb: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
@@ -115,7 +134,10 @@ def sinkhorn(comb: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
 
 def hc_collapse(streams: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
     """y = sum_j pre_j X_j: [..., hc, d] -> [..., d]."""
-    return (pre.unsqueeze(-1) * streams.float()).sum(-2).to(streams.dtype)
+    hc, d = streams.shape[-2:]
+    if streams.numel() == hc * d and streams.dtype == torch.float32:  # one token: one product
+        return torch.mm(pre.reshape(1, hc), streams.view(hc, d)).view(*streams.shape[:-2], d)
+    return (pre.unsqueeze(-1) * fp32(streams)).sum(-2).to(streams.dtype)
 
 
 def hc_expand(
@@ -141,6 +163,13 @@ def hc_head_collapse(
     norm_eps: float,
 ) -> torch.Tensor:
     """The final collapse before the output norm: `pre` weights only, no Sinkhorn."""
+    hc = streams.shape[-2]
+    if _scalar_path(streams, hc):
+        pre = [
+            [_sigmoid(v) + eps for v in m]
+            for m in _scaled_mix(streams, fn, base, [float(scale)] * hc, norm_eps)
+        ]
+        return hc_collapse(streams, torch.tensor(pre).view(*streams.shape[:-1]))
     x = streams.flatten(-2).float()
     r = torch.rsqrt(x.square().mean(-1, keepdim=True) + norm_eps)
     pre = torch.sigmoid((x @ fn.float().t()) * r * scale.float() + base.float()) + eps

@@ -7,6 +7,7 @@ from torch import nn
 
 from model.compressor import Compressor, simulate_index_fp4
 from model.config import ModelConfig
+from model.norm import fp32
 from model.rope import rotate
 
 # Scores of at most this many (query, entry) pairs are materialised at once.
@@ -35,11 +36,11 @@ class Indexer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(q_I [n, ih, id], head weights [n, ih]) for the new tokens; cis [n, rd/2] their
         RoPE factors (`Rotary.cis`)."""
-        q = self.wq_b(qr).float().unflatten(-1, (self.n_heads, self.head_dim))
+        q = fp32(self.wq_b(qr)).unflatten(-1, (self.n_heads, self.head_dim))
         q = rotate(q, cis.unsqueeze(-2), inplace=not torch.is_grad_enabled())
         if quant_sim:
             q = simulate_index_fp4(q)
-        w = self.weights_proj(x).float() * (self.head_dim**-0.5 * self.n_heads**-0.5)
+        w = fp32(self.weights_proj(x)) * (self.head_dim**-0.5 * self.n_heads**-0.5)
         return q, w
 
 
@@ -99,13 +100,15 @@ def select_topk_one(
     if k == 0:
         return torch.zeros(0, dtype=torch.long)
     scores = torch.mv(torch.mm(keys, q.t()).relu_(), w)  # [E]: sum_h w_h relu(q_h . K_s)
-    vals, idx = scores.topk(k)
-    if k < n_entries:
-        candidates = scores >= vals[-1]
-        if int(candidates.sum()) > k:  # the k-th score is tied with an unchosen entry
-            ids = candidates.nonzero().squeeze(1)  # ascending: earliest first
-            idx = ids[topk_earliest(scores[ids], k)]
-    return idx
+    if k == n_entries:
+        return scores.topk(k).indices
+    # One more than needed: the k-th score is tied with an unchosen entry iff the next equals it.
+    vals, idx = scores.topk(k + 1)
+    kth, next_ = vals[k - 1 :].tolist()
+    if kth != next_:
+        return idx[:k]
+    ids = (scores >= kth).nonzero().squeeze(1)  # the tied and better ones, earliest first
+    return ids[topk_earliest(scores[ids], k)]
 
 
 def topk_earliest(scores: torch.Tensor, k: int) -> torch.Tensor:

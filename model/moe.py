@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
+from model.norm import fp32
 
 
 class Gate(nn.Module):
@@ -54,7 +55,7 @@ class Gate(nn.Module):
     def route_one(self, x: torch.Tensor, token: int | None) -> list[tuple[int, float]]:
         """`forward` for one token x [1, dim] on Python floats (a dozen tiny tensor ops
         become one projection): [(expert id, weight)] in slot order."""
-        logits = F.linear(x.float(), self.weight.float())[0].tolist()
+        logits = F.linear(fp32(x), fp32(self.weight))[0].tolist()
         if self.score_func == "sqrtsoftplus":  # softplus as torch computes it (linear above 20)
             scores = [math.sqrt(v if v > 20.0 else math.log1p(math.exp(v))) for v in logits]
         elif self.score_func == "sigmoid":
@@ -68,7 +69,7 @@ class Gate(nn.Module):
                 raise ValueError("a hash-routed MoE layer needs the token ids")
             chosen = self.tid2eid[token].tolist()
         else:
-            biased = [s + b for s, b in zip(scores, self.bias.float().tolist(), strict=True)]
+            biased = [s + b for s, b in zip(scores, fp32(self.bias).tolist(), strict=True)]
             chosen = sorted(range(len(biased)), key=lambda e: -biased[e])[: self.topk]
         weights = [scores[e] for e in chosen]
         norm = sum(weights) if self.score_func != "softmax" else 1.0
@@ -86,13 +87,13 @@ class Expert(nn.Module):
         self.limit = swiglu_limit
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        gate = F.linear(x, self.w1.weight.float())
-        up = F.linear(x, self.w3.weight.float())
+        x = fp32(x)
+        gate = F.linear(x, fp32(self.w1.weight))
+        up = F.linear(x, fp32(self.w3.weight))
         if self.limit > 0:
             gate = gate.clamp(max=self.limit)
             up = up.clamp(-self.limit, self.limit)
-        return F.linear(F.silu(gate) * up, self.w2.weight.float())
+        return F.linear(F.silu(gate) * up, fp32(self.w2.weight))
 
 
 class MoE(nn.Module):

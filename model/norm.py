@@ -21,6 +21,12 @@ class RMSNorm(nn.Module):
         return (rms_normalize(x.float(), self.eps) * w.float()).to(x.dtype)
 
 
+def fp32(t: torch.Tensor) -> torch.Tensor:
+    """t in float32; returns t itself when it already is (skips a ~1 us no-op dispatch,
+    of which a decode step would make a few hundred)."""
+    return t if t.dtype is torch.float32 else t.float()
+
+
 def rms_normalize(x: torch.Tensor, eps: float) -> torch.Tensor:
     """x / rms(x) over the last dim, no weight (used per query head and by mHC)."""
     # Spelled out: in a decode step these six small ops cost less than the fused rms_norm.
