@@ -22,12 +22,17 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.markdown import Markdown
 from rich.panel import Panel
 from rich.segment import Segment
+from rich.syntax import Syntax
 from rich.text import Text
 
 OUTPUT_LINES_COLLAPSED = 12
 """Lines of a tool's output shown before the panel is expanded (click or Ctrl+O)."""
 PIECE_LINES = 40
 """Most source lines in one piece of a block."""
+CODE_LINES = 20
+"""Most lines of a long code block in one piece (highlighting them takes about 10 ms)."""
+CODE_THEME = "monokai"
+"""The code theme of rich's Markdown (its default), for code blocks drawn in pieces."""
 PIECE_CHARS = 4000
 """A piece also ends at the first line end past this many characters (one longer line stays
 whole: rows are never cut mid-line, as that would change how the line wraps)."""
@@ -152,9 +157,15 @@ class ContentBlock(Block):
         pieces = []
         for k, chunk in enumerate(split_markdown(self.text.strip() or " ")):
             # Rich puts one blank row between top-level elements; between two pieces, the
-            # second piece draws it.
-            gap = 0 if k == 0 or _RULE.match(chunk.split("\n", 1)[0]) else 1
-            pieces.append(Piece((gap, chunk), _markdown(chunk, gap), _rows_after(chunk, 0, gap)))
+            # second one draws it.
+            gap = int(k > 0 and not (isinstance(chunk, CodeChunk) and not chunk.top))
+            if isinstance(chunk, CodeChunk):
+                rows = _rows_after(chunk.code, 2, gap + chunk.top + chunk.bottom)
+                pieces.append(Piece((gap, chunk), _code(chunk, gap), rows))
+            else:
+                pieces.append(
+                    Piece((gap, chunk), _markdown(chunk, gap), _rows_after(chunk, 0, gap))
+                )
         return pieces
 
 
@@ -389,41 +400,96 @@ def _markdown(chunk: str, gap: int) -> Callable[[], RenderableType]:
     return render
 
 
+@dataclass(frozen=True)
+class CodeChunk:
+    """Lines of a long fenced code block, drawn as rich's Markdown draws the block (a `Syntax`
+    with one cell of padding) but in pieces: the top padding row on the first, the bottom one
+    on the last. Each piece is highlighted on its own (a string or comment running across two
+    pieces may be coloured differently; highlighting is what makes code slow to render: about
+    half a millisecond a line)."""
+
+    lexer: str
+    code: str
+    top: bool
+    bottom: bool
+
+
+def _code(chunk: CodeChunk, gap: int) -> Callable[[], RenderableType]:
+    def render() -> RenderableType:
+        padding = (int(chunk.top), 1, int(chunk.bottom), 1)
+        syntax = Syntax(chunk.code, chunk.lexer, theme=CODE_THEME, word_wrap=True, padding=padding)
+        return Group(Text(""), syntax) if gap else syntax
+
+    return render
+
+
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_CONTINUES = re.compile(r"^(\s|[-*+_>|]|\d+[.)])")
+"""A line that may belong to the element before it (indented, list item, quote, table), or
+after which rich puts no blank row (a rule)."""
 _RULE = re.compile(r"^ {0,3}([-*_])( *\1){2,} *$")
-_CONTINUES = re.compile(r"^(\s|[-*+>|]|\d+[.)])")
-"""A line that may belong to the element before it (indented, list item, quote, table)."""
 
 
-def split_markdown(text: str) -> list[str]:
+def _last_filled(lines: list[str], i: int) -> str:
+    """The last line before line `i` that is not blank ("" if none)."""
+    return next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+
+
+def split_markdown(text: str) -> list[str | CodeChunk]:
     """Markdown cut into chunks of about `PIECE_LINES` lines, only at blank lines between two
-    top-level elements (never inside a code block, list, quote or table), so that each chunk
-    renders as it does within the whole. A code block longer than that stays whole."""
+    top-level elements (never inside a list, quote or table), so that each chunk renders as it
+    does within the whole; a fenced code block of more than `CODE_LINES` lines becomes
+    `CodeChunk`s of that many."""
     lines = text.split("\n")
     if len(lines) <= PIECE_LINES and len(text) <= PIECE_CHARS:
         return [text]
-    chunks, start, size, fence = [], 0, 0, ""
-    for i, line in enumerate(lines):
+    chunks: list[str | CodeChunk] = []
+    start, size, i = 0, 0, 0
+    while i < len(lines):
+        line = lines[i]
         opened = _FENCE.match(line)
-        if fence:
-            if opened and opened.group(1)[0] == fence[0] and len(opened.group(1)) >= len(fence):
-                fence = ""
-        elif opened:
+        if opened:
             fence = opened.group(1)
-        elif (
+            end = next(
+                (
+                    j
+                    for j in range(i + 1, len(lines))
+                    if lines[j].lstrip(" ").startswith(fence[0] * len(fence))
+                    and not lines[j].strip(fence[0] + " ")
+                ),
+                len(lines),  # not closed (yet): it runs to the end
+            )
+            code = "\n".join(lines[i + 1 : end]).rstrip().split("\n")
+            before = _last_filled(lines, i)
+            if line.startswith(fence) and len(code) > CODE_LINES and not _RULE.match(before):
+                if "\n".join(lines[start:i]).strip():
+                    chunks.append("\n".join(lines[start:i]))
+                lexer = line[len(fence) :].strip().partition(" ")[0] or "text"
+                for at in range(0, len(code), CODE_LINES):
+                    piece = "\n".join(code[at : at + CODE_LINES])
+                    last = at + CODE_LINES >= len(code)
+                    chunks.append(CodeChunk(lexer, piece, top=at == 0, bottom=last))
+                start, size = end + 1, 0
+            else:
+                size += sum(len(x) + 1 for x in lines[i : end + 1])
+            i = end + 1
+            continue
+        if (
             (i - start >= PIECE_LINES or size > PIECE_CHARS)
             and i >= 2
             and not line.strip()
             and i + 1 < len(lines)
             and lines[i + 1].strip()
             and not _CONTINUES.match(lines[i + 1])
-            and not _CONTINUES.match(lines[i - 1])
+            and not _CONTINUES.match(_last_filled(lines, i))
         ):
             chunks.append("\n".join(lines[start:i]))
             start, size = i + 1, 0
-            continue
-        size += len(line) + 1
-    chunks.append("\n".join(lines[start:]))
+        else:
+            size += len(line) + 1
+        i += 1
+    if "\n".join(lines[start:]).strip() or not chunks:
+        chunks.append("\n".join(lines[start:]))
     return chunks
 
 

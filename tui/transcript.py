@@ -32,8 +32,9 @@ from tui.transcript_model import TranscriptModel
 
 GAP = 1
 """Blank rows after each block."""
-MEASURE_SLICE_S = 0.008
-"""Longest stretch of background measuring before the app gets control back (plus one piece)."""
+MEASURE_SLICE_S = 0.005
+"""Longest stretch of background measuring before the app gets control back (plus one piece;
+it also stops as soon as an event such as a key is waiting)."""
 MEASURE_PAUSE_S = 0.05
 """Pause between two stretches (background measuring takes at most a sixth of a core)."""
 
@@ -67,6 +68,7 @@ class Transcript(ScrollView, can_focus=True):
         self._heights: list[int] = []
         self._exact: list[bool] = []
         self._offsets: list[int] = [0]  # offsets[i] = first row of piece i; last = total rows
+        self._dirty_from = 0  # offsets after this piece's are stale (its height changed)
         self._start: list[int] = []  # the first piece of each block
         self._cache: dict[tuple[int, int], RenderedRows] = {}  # by (block id, piece number)
         self._width = 0
@@ -86,7 +88,7 @@ class Transcript(ScrollView, can_focus=True):
         self.model = TranscriptModel()
         self._owner, self._part, self._heights, self._exact = [], [], [], []
         self._start, self._offsets = [], [0]
-        self._measure_from = 0
+        self._measure_from = self._dirty_from = 0
         self._cache.clear()
         self._relayout(follow=True)
 
@@ -137,6 +139,7 @@ class Transcript(ScrollView, can_focus=True):
         self._owner[start:end] = [block] * len(pieces)
         self._part[start:end] = range(len(pieces))
         self._heights[start:end] = heights
+        self._dirty_from = min(self._dirty_from, start)
         self._exact[start:end] = exact
         if len(pieces) != end - start:
             delta = len(pieces) - (end - start)
@@ -163,7 +166,7 @@ class Transcript(ScrollView, can_focus=True):
         following as it is."""
         if self._follow:
             self._measure_tail()
-        self._offsets = [0, *accumulate(self._heights)]
+        self._update_offsets()
         self.virtual_size = Size(self._content_width(), self._offsets[-1])
         self._adjusting = True
         try:  # forced: the scrollbars may not know of the new size yet
@@ -175,6 +178,13 @@ class Transcript(ScrollView, can_focus=True):
         finally:
             self._adjusting = False
         self.refresh()
+
+    def _update_offsets(self) -> None:
+        """Offsets again from the first piece whose height changed: text streaming in changes
+        only the last pieces, so a token does not cost a walk over the whole transcript."""
+        since = min(self._dirty_from, len(self._offsets) - 1)
+        self._offsets[since:] = accumulate(self._heights[since:], initial=self._offsets[since])
+        self._dirty_from = len(self._heights)
 
     def _measure_tail(self) -> None:
         """Real heights for the last pieces that fill the view, so that the end is where it
@@ -195,6 +205,7 @@ class Transcript(ScrollView, can_focus=True):
         height = len(self._render(block, k, width)) + gap
         change = height - self._heights[index]
         self._heights[index], self._exact[index] = height, True
+        self._dirty_from = min(self._dirty_from, index)
         return change
 
     # ------------------------------------------------------------------ background measuring
@@ -218,7 +229,9 @@ class Transcript(ScrollView, can_focus=True):
         deadline = time.perf_counter() + MEASURE_SLICE_S
         shift, changed, index = 0, False, self._measure_from
         owner, part = self._owner, self._part
-        while index < len(owner) and time.perf_counter() < deadline:
+        # (Textual 8's app-level queue: where the driver puts keys and mouse events.)
+        waiting = self.app._message_queue
+        while index < len(owner) and time.perf_counter() < deadline and waiting.empty():
             if not self._exact[index]:
                 block = owner[index]
                 piece = block.pieces()[part[index]]
@@ -228,6 +241,7 @@ class Transcript(ScrollView, can_focus=True):
                 if index < top_index:
                     shift += height - self._heights[index]
                 self._heights[index], self._exact[index] = height, True
+                self._dirty_from = min(self._dirty_from, index)
                 changed = True
             index += 1
         self._measure_from = index
@@ -289,7 +303,7 @@ class Transcript(ScrollView, can_focus=True):
             self._cache.clear()
             self._owner, self._part, self._heights, self._exact = [], [], [], []
             self._start = []
-            self._measure_from = 0
+            self._measure_from = self._dirty_from = 0
             for index in range(len(self.model.blocks)):
                 self._lay_out_block(index, width)
             self._relayout(self._follow or self.is_vertical_scroll_end)
@@ -358,7 +372,7 @@ class Transcript(ScrollView, can_focus=True):
             row += self._heights[index]
             index += 1
         if moved:
-            self._offsets = [0, *accumulate(self._heights)]
+            self._update_offsets()
             self.virtual_size = Size(width, self._offsets[-1])
             if self._follow:  # not while drawing: right after
                 self.call_after_refresh(self._apply_heights)

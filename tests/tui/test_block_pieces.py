@@ -13,7 +13,9 @@ from textual.app import App, ComposeResult
 
 from agent import events as ev
 from tui.blocks import (
+    CODE_LINES,
     PIECE_LINES,
+    CodeChunk,
     ContentBlock,
     ErrorBlock,
     ReasoningBlock,
@@ -56,8 +58,18 @@ def f{i}(x):
 
 ---
 """
-MARKDOWN = "# Report\n\n" + "\n".join(
-    SECTION.format(i=i, words=" ".join(f"w{j}" for j in range(i * 3))) for i in range(12)
+CODE = "\n".join(
+    f"    value_{i} = compute(x, {i}) + other(y)  # note {i}" if i % 9 else "" for i in range(70)
+)
+MARKDOWN = (
+    "# Report\n\n"
+    + "\n".join(
+        SECTION.format(i=i, words=" ".join(f"w{j}" for j in range(i * 3))) for i in range(12)
+    )
+    + f"\n\nThe new code:\n\n```python\ndef f(x, y):\n{CODE}\n\n```\n\nAfter the code.\n\n"
+    + "* * *\n\nThe end, after a rule.\n\n```\n"
+    + CODE
+    + "\n```\n"
 )
 
 
@@ -93,10 +105,24 @@ def test_split_lines_rejoins_and_bounds_pieces():
 
 def test_split_markdown_never_cuts_inside_an_element():
     chunks = split_markdown(MARKDOWN)
-    assert len(chunks) > 3
-    for chunk in chunks:
-        assert chunk.count("```") % 2 == 0  # code blocks whole
+    text = [c for c in chunks if isinstance(c, str)]
+    code = [c for c in chunks if isinstance(c, CodeChunk)]
+    assert len(text) > 3
+    for chunk in text:
+        assert chunk.count("```") % 2 == 0  # short code blocks whole
         assert not chunk.startswith(("-", "1.", ">", "|", " "))  # lists, quotes, tables whole
+    # The two long code blocks: in pieces of CODE_LINES lines, padded at their ends.
+    assert len(code) == 2 * -(-71 // CODE_LINES) + 0 or len(code) >= 6
+    assert all(len(c.code.split("\n")) <= CODE_LINES for c in code)
+    assert [c.lexer for c in code if c.top] == ["python", "text"]
+    assert sum(c.top for c in code) == sum(c.bottom for c in code) == 2
+
+
+def test_an_unclosed_code_block_runs_to_the_end():
+    """As it streams, a long code block has no closing fence yet."""
+    chunks = split_markdown("Here:\n\n```python\n" + CODE)
+    assert chunks[0].strip() == "Here:" and all(isinstance(c, CodeChunk) for c in chunks[1:])
+    assert "\n".join(c.code for c in chunks[1:]) == CODE.rstrip()
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -196,3 +222,22 @@ async def test_a_huge_block_is_drawn_a_screenful_of_pieces_at_a_time(kit):
         await pilot.pause()
         assert "exit 0" in "\n".join(plain_lines(transcript))
         assert transcript.rendered_pieces - before <= 6
+
+
+@pytest.mark.anyio
+async def test_offsets_kept_from_the_changed_piece_on_match_a_full_sum(kit):
+    """Events applied one by one (as they stream) update the layout only from the first piece
+    that changed; it must stay the sum of every height."""
+    from itertools import accumulate
+
+    app = TranscriptOnly()
+    async with app.run_test(size=(80, 24)) as pilot:
+        transcript = app.query_one(Transcript)
+        for event in kit.session_events(6):
+            transcript.apply_events([event])
+        block = next(b for b in transcript.model.blocks if isinstance(b, ReasoningBlock))
+        transcript.toggle(block)
+        await pilot.pause()
+        assert transcript._offsets == [0, *accumulate(transcript._heights)]
+        assert transcript.virtual_size.height == sum(transcript._heights)
+        assert "step_limit" in "\n".join(plain_lines(transcript))  # the view stayed at the end
