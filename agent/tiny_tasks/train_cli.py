@@ -52,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="data and trainer state")
     p.add_argument("--tasks", type=int, default=4000, help="expert demonstrations to record")
     p.add_argument("--workers", type=int, default=4, help="processes recording demonstrations")
+    p.add_argument(
+        "--drills",
+        type=int,
+        default=None,
+        help="copy drills mixed into the data (default: half the number of tasks)",
+    )
     p.add_argument("--vocab", type=int, default=2048, help="tokenizer vocabulary size")
     p.add_argument("--minutes", type=float, default=60.0, help="training wall-clock budget")
     p.add_argument("--max-steps", type=int, default=100_000)
@@ -77,6 +83,7 @@ def main(args: argparse.Namespace) -> int:
         system_text,
         tokenize,
     )
+    from agent.tiny_tasks.drills import copy_drills
     from agent.tiny_tasks.tokenizer_build import build_tokenizer, fixed_strings_for
     from model import DeepseekV4, Tokenizer, save_checkpoint
     from model.training import TokenDataset, TrainConfig, Trainer, V4ForTraining
@@ -103,7 +110,10 @@ def main(args: argparse.Namespace) -> int:
 
     data_path = work / "data.npz"
     if not data_path.exists():
-        pairs = [tokenize(r, tokenizer) for r in recordings]
+        n_drills = len(recordings) // 2 if args.drills is None else args.drills
+        drills = copy_drills(n_drills, args.seed)
+        log(f"{n_drills} copy drills added")
+        pairs = [tokenize(r, tokenizer) for r in [*recordings, *drills]]
         TokenDataset([p[0] for p in pairs], [p[1] for p in pairs]).save(data_path)
     data = TokenDataset.load(data_path)
     log(f"{len(data)} sequences, {data.num_tokens()} tokens, {data.num_targets()} targets")

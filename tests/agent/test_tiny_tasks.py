@@ -76,3 +76,16 @@ def test_tokenizer_keeps_special_tokens_and_fixed_strings_whole(recordings):
     # a name copies as the same ids wherever it appears
     assert tok.encode("river.txt") == tok.encode(" river.txt")[1:]
     assert np.array_equal(tok.encode("ab 12"), tok.encode("ab 12"))
+
+
+def test_copy_drills_answer_with_exactly_the_text_to_repeat():
+    from agent.tiny_tasks.drills import copy_drills
+    from dsml import parse_completion
+
+    submit = [t.spec() for t in default_tools() if t.spec()["name"] == "submit"]
+    for rec in copy_drills(50, seed=3):
+        (prompt, is_target_p), (completion, is_target_c) = rec.segments
+        assert (is_target_p, is_target_c) == (False, True)
+        asked = prompt.split("Repeat exactly: ", 1)[1].removesuffix("<｜Assistant｜><think>")
+        turn = parse_completion(completion, "thinking", tools=submit, strict=True)
+        assert [c.arguments for c in turn.tool_calls] == [{"summary": asked}]
