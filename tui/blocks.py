@@ -49,6 +49,9 @@ class Piece:
     render: Callable[[], RenderableType]
     estimate: Callable[[int], int]
     """Rows at a width, guessed without rendering."""
+    measure: Callable[[], RenderableType] | None = None
+    """Something cheaper to render with exactly the same rows, for measuring (code without
+    its highlighting); None: `render`."""
 
 
 def split_lines(text: str) -> list[str]:
@@ -161,7 +164,8 @@ class ContentBlock(Block):
             gap = int(k > 0 and not (isinstance(chunk, CodeChunk) and not chunk.top))
             if isinstance(chunk, CodeChunk):
                 rows = _rows_after(chunk.code, 2, gap + chunk.top + chunk.bottom)
-                pieces.append(Piece((gap, chunk), _code(chunk, gap), rows))
+                plain = _code(chunk, gap, lexer="text")  # wraps the same: rows are the same
+                pieces.append(Piece((gap, chunk), _code(chunk, gap), rows, plain))
             else:
                 pieces.append(
                     Piece((gap, chunk), _markdown(chunk, gap), _rows_after(chunk, 0, gap))
@@ -414,10 +418,11 @@ class CodeChunk:
     bottom: bool
 
 
-def _code(chunk: CodeChunk, gap: int) -> Callable[[], RenderableType]:
+def _code(chunk: CodeChunk, gap: int, lexer: str = "") -> Callable[[], RenderableType]:
     def render() -> RenderableType:
         padding = (int(chunk.top), 1, int(chunk.bottom), 1)
-        syntax = Syntax(chunk.code, chunk.lexer, theme=CODE_THEME, word_wrap=True, padding=padding)
+        lexer_ = lexer or chunk.lexer
+        syntax = Syntax(chunk.code, lexer_, theme=CODE_THEME, word_wrap=True, padding=padding)
         return Group(Text(""), syntax) if gap else syntax
 
     return render

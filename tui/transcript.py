@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_right
+from collections.abc import Callable
 from itertools import accumulate
 
 from rich.segment import Segment
@@ -24,6 +25,7 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.timer import Timer
 
 from agent import events as ev
 from tui.blocks import Block
@@ -36,7 +38,12 @@ MEASURE_SLICE_S = 0.005
 """Longest stretch of background measuring before the app gets control back (plus one piece;
 it also stops as soon as an event such as a key is waiting)."""
 MEASURE_PAUSE_S = 0.05
-"""Pause between two stretches (background measuring takes at most a sixth of a core)."""
+"""Pause between two stretches (background measuring takes at most a tenth of a core)."""
+PREFETCH_DELAY_S = 0.06
+"""How long after the last scroll idle work resumes, beginning with the pages around the view:
+longer than a held key's repeat (~30 per second), so that it never competes with scrolling."""
+PREFETCH_STEP_S = 0.005
+"""Pause between two stretches of rendering the pages around the view."""
 
 
 class Transcript(ScrollView, can_focus=True):
@@ -74,7 +81,10 @@ class Transcript(ScrollView, can_focus=True):
         self._width = 0
         self._follow = True
         self._measure_from = 0  # no piece before this index still has an estimated height
-        self._measure_timer: object | None = None
+        self._idle_timer: Timer | None = None
+        self._prefetch_pending = False  # the pages around the view are to be rendered
+        self._direction = 0  # of the last scroll: -1 up, 1 down
+        self._frame_pending = False  # scrolled, and the frame that shows it not drawn yet
         self._adjusting = False  # the scroll position is being moved by us, not the user
         self._row_style: Style | None = None  # the widget's style, taken once per frame
         self.rendered_pieces = 0
@@ -208,46 +218,100 @@ class Transcript(ScrollView, can_focus=True):
         self._dirty_from = min(self._dirty_from, index)
         return change
 
-    # ------------------------------------------------------------------ background measuring
+    # ------------------------------------------------------------------ idle work
 
     @property
     def fully_measured(self) -> bool:
         """Whether every piece's height is its real one (no estimates left)."""
         return all(self._exact[self._measure_from :])
 
-    def _schedule_measure(self) -> None:
-        if self._measure_timer is None and self.is_mounted and not self.fully_measured:
-            self._measure_timer = self.set_timer(MEASURE_PAUSE_S, self._measure_some)
+    def _schedule_measure(self, delay: float = MEASURE_PAUSE_S) -> None:
+        if self._idle_timer is None and self.is_mounted:
+            if self._prefetch_pending or not self.fully_measured:
+                self._idle_timer = self.set_timer(delay, self._idle_work)
 
-    def _measure_some(self) -> None:
-        """Replace estimated heights by real ones for a few milliseconds."""
-        self._measure_timer = None
+    def _prefetch_soon(self) -> None:
+        """After a scroll: render the page beyond the view (and the one before it) in the next
+        idle moment, so that the next PageUp/PageDown finds them ready."""
+        self._prefetch_pending = True
+        if self._idle_timer is not None:
+            self._idle_timer.stop()
+            self._idle_timer = None
+        self._schedule_measure(PREFETCH_DELAY_S)
+
+    def _idle_work(self) -> None:
+        """A few milliseconds of work nobody waits for: first the pages around the view (kept
+        for drawing), then real heights in place of estimates (not kept). Stops at once when an
+        event such as a key is waiting."""
+        self._idle_timer = None
+        if self._frame_pending:  # the user's frame first
+            self.call_after_refresh(self._prefetch_soon)
+            return
+        deadline = time.perf_counter() + MEASURE_SLICE_S
+        # (Textual 8's app-level queue: where the driver puts keys and mouse events.)
+        waiting = self.app._message_queue
+        top_index = bisect_right(self._offsets, int(self.scroll_y)) - 1
+        shift = changed = 0
+
+        def more() -> bool:
+            return time.perf_counter() < deadline and waiting.empty()
+
+        if self._prefetch_pending:
+            width = self._content_width()
+            for index in self._pages_around():
+                if not more():
+                    break
+                block, k = self._owner[index], self._part[index]
+                cached = self._cache.get((id(block), k))
+                if cached is None or cached.width != width:
+                    change = self._measure(index, width)
+                    shift += change if index < top_index else 0
+                    changed += 1
+            else:
+                self._prefetch_pending = False
+        shift_, changed_ = self._measure_some(more, top_index)
+        if changed or changed_:
+            self._apply_heights(shift + shift_)
+        self._schedule_measure(PREFETCH_STEP_S if self._prefetch_pending else MEASURE_PAUSE_S)
+
+    def _pages_around(self) -> list[int]:
+        """The pieces of the page after the view and of the page before it, the page in the
+        direction of the last scroll first."""
+        page = self.size.height
+        top = int(self.scroll_y)
+        after = self._pieces_in(top + page, top + 2 * page)
+        before = self._pieces_in(max(0, top - page), top)[::-1]
+        return after + before if self._direction >= 0 else before + after
+
+    def _pieces_in(self, top: int, bottom: int) -> list[int]:
+        first = max(0, bisect_right(self._offsets, top) - 1)
+        last = min(len(self._owner), bisect_right(self._offsets, bottom))
+        return list(range(first, last))
+
+    def _measure_some(self, more: Callable[[], bool], top_index: int) -> tuple[int, int]:
+        """Replace estimated heights by real ones while `more()`; returns the rows they changed
+        above the view (piece `top_index`) and how many changed."""
         width = self._content_width()
         console = self.app.console
         options = console.options.update_width(width)
-        top_index = bisect_right(self._offsets, int(self.scroll_y)) - 1
-        deadline = time.perf_counter() + MEASURE_SLICE_S
-        shift, changed, index = 0, False, self._measure_from
+        shift = changed = 0
+        index = self._measure_from
         owner, part = self._owner, self._part
-        # (Textual 8's app-level queue: where the driver puts keys and mouse events.)
-        waiting = self.app._message_queue
-        while index < len(owner) and time.perf_counter() < deadline and waiting.empty():
+        while index < len(owner) and more():
             if not self._exact[index]:
                 block = owner[index]
                 piece = block.pieces()[part[index]]
-                lines = console.render_lines(piece.render(), options, pad=True)
+                lines = console.render_lines((piece.measure or piece.render)(), options, pad=True)
                 last = index + 1 == len(owner) or owner[index + 1] is not block
                 height = len(lines) + (GAP if last else 0)
                 if index < top_index:
                     shift += height - self._heights[index]
                 self._heights[index], self._exact[index] = height, True
                 self._dirty_from = min(self._dirty_from, index)
-                changed = True
+                changed += 1
             index += 1
         self._measure_from = index
-        if changed:
-            self._apply_heights(shift)
-        self._schedule_measure()
+        return shift, changed
 
     # ------------------------------------------------------------------ toggling
 
@@ -312,6 +376,9 @@ class Transcript(ScrollView, can_focus=True):
         super().watch_scroll_y(old, new)
         if self._adjusting:
             return
+        self._direction = 1 if new > old else -1
+        self._frame_pending = True
+        self.call_after_refresh(self._prefetch_soon)
         # The user scrolling up stops following; scrolling down to the end resumes it. (A
         # position past the end is one Textual pulls back when the content shrank: not the user.)
         if new < old <= self.max_scroll_y:
@@ -378,6 +445,7 @@ class Transcript(ScrollView, can_focus=True):
                 self.call_after_refresh(self._apply_heights)
 
     def render_lines(self, crop):  # type: ignore[override]
+        self._frame_pending = False
         self._measure_visible()
         self._row_style = self.rich_style  # the same for every row of this frame
         return super().render_lines(crop)

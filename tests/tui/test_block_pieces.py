@@ -133,6 +133,15 @@ def test_markdown_in_pieces_renders_as_the_whole(width):
 
 
 @pytest.mark.parametrize("width", WIDTHS)
+def test_code_is_measured_without_highlighting_to_the_same_rows(width):
+    block = ContentBlock(text=MARKDOWN)
+    code = [p for p in block.pieces() if p.measure is not None]
+    assert len(code) >= 6
+    for piece in code:
+        assert len(rows(piece.measure(), width)) == len(rows(piece.render(), width))
+
+
+@pytest.mark.parametrize("width", WIDTHS)
 def test_reasoning_in_pieces_renders_as_the_whole(width):
     block = ReasoningBlock(text=LONG)
     block.toggle()
