@@ -1,33 +1,38 @@
 """One DeepSeek-V4 attention layer on vLLM's paged caches (CPU, PyTorch).
 
-The maths are `model.attention` / `model.compressor` / `model.indexer`'s own functions
-(`sparse_attention`, `compress_blocks` + `finish_entries`, `Indexer.queries`, `select_topk`);
-this module only moves rows between them and vLLM's caches. Per step, for the flat batch of
-new tokens of all scheduled sequences:
+The maths are `model.attention` / `model.compressor` / `model.indexer`'s own functions and
+formulas (`sparse_attention`, the pooling of `compress_blocks` + `finish_entries`,
+`Indexer.queries`, `select_topk` / `topk_earliest`); this module moves rows between them and
+vLLM's caches. Per step, for the flat batch of new tokens of all scheduled sequences:
 
 1. project q and kv for all tokens at once and scatter kv into the window cache;
 2. scatter the compressors' per-token rows (kv and raw gate score) into their state caches;
-3. per sequence, rebuild the compressor state (incomplete block, previous block) from the state
-   cache, pool the blocks that this step completes, and scatter the entries into the
-   compressed caches;
-4. per sequence, gather its window and compressed entries from the caches and attend.
+3. pool every block that this step completes, of all sequences at once: each block's rows
+   (and the block before it, for the overlapping compressor) are read back from the state
+   cache, so a chunk may start anywhere; scatter the entries into the compressed caches;
+4. attend. Sequences with few new tokens (decode steps, short suffixes) form one padded batch
+   in which every query gathers its own keys from the caches (its window as a band of the
+   sequence's rows, the indexer's top-k entries or every visible HCA entry), all sequences in
+   a few batched products; long prefill chunks take `sparse_attention` per sequence.
 
-Steps 3-4 loop over sequences (each vectorised over that sequence's tokens), never over tokens.
+`StepPlan` holds what all layers share in a step (which sequence is where, RoPE factors);
+the index tensors derived from a cache group's block table are made once per step by the
+first layer that needs them and kept in that group's metadata (`PagedCacheMetadata.memo`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from model.attention import Attention, sparse_attention
-from model.cache import CompressorState
-from model.compressor import Compressor, compress_blocks, finish_entries, simulate_kv_fp8
+from model.compressor import Compressor, finish_entries, simulate_kv_fp8
 from model.indexer import select_topk, topk_earliest
-from model.norm import rms_normalize
-from model.rope import apply_rope
+from model.norm import fp32, rms_normalize
+from model.rope import Rotary, rotate
 from model.vllm_plugin.paged_cache import (
     PagedCache,
     PagedCacheMetadata,
@@ -35,29 +40,13 @@ from model.vllm_plugin.paged_cache import (
     token_slots,
 )
 
-__all__ = ["BatchLayout", "PagedAttention", "cache_widths", "retention_windows"]
+__all__ = ["PagedAttention", "ShortBatch", "StepPlan", "cache_widths", "token_retention"]
 
-
-@dataclass
-class BatchLayout:
-    """Where each scheduled sequence's new tokens sit in the flat batch."""
-
-    starts: list[int]  # first new position of each sequence
-    offsets: list[int]  # first row of each sequence in the batch (len = sequences + 1)
-    token_to_req: torch.Tensor  # [N] int64
-
-    @classmethod
-    def from_metadata(cls, md: PagedCacheMetadata) -> BatchLayout:
-        qsl = md.query_start_loc.tolist()
-        lens = [b - a for a, b in zip(qsl, qsl[1:], strict=False)]
-        starts = [s - n for s, n in zip(md.seq_lens.tolist(), lens, strict=True)]
-        return cls(starts=starts, offsets=qsl, token_to_req=md.token_to_req)
-
-    def rows(self, b: int) -> slice:
-        return slice(self.offsets[b], self.offsets[b + 1])
-
-    def length(self, b: int) -> int:
-        return self.offsets[b + 1] - self.offsets[b]
+# Index scores (query, head, entry) of the short batch materialised at once, at most.
+_SCORE_BUDGET = 1 << 23
+# The short batch pads every sequence to the longest one's new tokens: a sequence joins it
+# while the padded total stays within twice the real tokens plus this slack.
+_PAD_SLACK = 64
 
 
 def cache_widths(head_dim: int, index_head_dim: int, ratio: int) -> dict[str, tuple[str, int]]:
@@ -73,34 +62,135 @@ def cache_widths(head_dim: int, index_head_dim: int, ratio: int) -> dict[str, tu
     return widths
 
 
-def retention_windows(
-    window: int, head_dim: int, index_head_dim: int, ratios: tuple[int, ...]
-) -> dict[tuple[str, int], int]:
-    """Tokens each per-token cache keeps, by (cache name, layer ratio).
+def token_retention(window: int, ratios: tuple[int, ...]) -> int:
+    """Tokens every per-token cache keeps (one sliding window for all of them, so that vLLM
+    keeps them in one cache group): the longest need of
 
-    - window: one row more than the attention window, since the model's attention reads the
-      `window` rows before a step's first token (the oldest one masked), as its own cache holds;
-    - state: the incomplete block and, for overlap, the block before it (coff * ratio);
-    - index_state: the same for the indexer's ratio-4 overlap compressor.
-    vLLM merges sliding-window caches of equal window into one group whatever their widths,
-    so caches of different widths get distinct windows (one token more where two collide).
+    - the window cache: the `window` rows before a step's first token, one more than the
+      attention window (as the model's own cache holds);
+    - a compressor's state: its incomplete block and, for the overlapping ratio-4 compressor
+      (the indexer's too), the block before it (coff * ratio rows).
     """
-    wanted: dict[tuple[str, int], tuple[int, int]] = {}
-    for r in sorted(set(ratios)):
-        widths = cache_widths(head_dim, index_head_dim, r)
-        wanted[("window", r)] = (window + 1, widths["window"][1])
+    need = window + 1
+    for r in ratios:
         if r:
-            wanted[("state", r)] = ((2 if r == 4 else 1) * r, widths["state"][1])
-        if r == 4:
-            wanted[("index_state", r)] = (8, widths["index_state"][1])
-    taken: dict[int, int] = {}  # window -> width
-    out = {}
-    for key, (win, width) in wanted.items():
-        while taken.get(win, width) != width:
-            win += 1
-        taken[win] = width
-        out[key] = win
-    return out
+            need = max(need, (2 if r == 4 else 1) * r)
+    return need
+
+
+@dataclass
+class ShortBatch:
+    """Sequences with few new tokens (decode steps, short suffixes), padded to n tokens each.
+
+    Padding queries repeat their sequence's last token (every gather stays in range); their
+    outputs are dropped.
+    """
+
+    seqs: torch.Tensor  # [B] index of each sequence in the step
+    n: int
+    rows: torch.Tensor  # [B, n] row of each query in the flat batch
+    pos: torch.Tensor  # [B, n] its position
+    starts: torch.Tensor  # [B] first new position
+    ends: torch.Tensor  # [B] tokens in context after the step
+    keep: torch.Tensor  # [V] the real queries among the B * n
+    keep_rows: torch.Tensor  # [V] their rows in the flat batch
+    chunks: list[slice] = field(default_factory=list)  # sequences attended together
+
+
+@dataclass
+class StepPlan:
+    """Where each scheduled sequence's new tokens sit in the flat batch, for one step."""
+
+    positions: torch.Tensor  # [N] int64
+    token_to_req: torch.Tensor  # [N] int64
+    starts: list[int]  # first new position of each sequence
+    offsets: list[int]  # first row of each sequence (len = sequences + 1)
+    short: ShortBatch | None
+    long: list[int]  # sequences attended one by one (long prefill chunks)
+    memo: dict[Any, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_metadata(
+        cls, md: PagedCacheMetadata, positions: torch.Tensor, index_heads: int
+    ) -> StepPlan:
+        qsl = md.query_start_loc
+        offsets = qsl.tolist()
+        lens = [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
+        ends = md.seq_lens.tolist()
+        starts = [e - n for e, n in zip(ends, lens, strict=True)]
+        n_tokens = md.num_actual_tokens
+        token_to_req = torch.repeat_interleave(torch.arange(len(lens)), qsl.diff())[:n_tokens]
+        # The short batch: the most sequences (fewest tokens first) whose padding stays small.
+        order = sorted(range(len(lens)), key=lens.__getitem__)
+        count = total = 0
+        for i, b in enumerate(order):
+            if (i + 1) * lens[b] > 2 * (total + lens[b]) + _PAD_SLACK:
+                break
+            count, total = i + 1, total + lens[b]
+        chosen = sorted(order[:count])
+        long = sorted(order[count:])
+        short = None
+        if chosen:
+            seqs = torch.tensor(chosen)
+            n = max(lens[b] for b in chosen)
+            t_lens = torch.tensor([lens[b] for b in chosen])
+            t_starts = torch.tensor([starts[b] for b in chosen])
+            t_ends = t_starts + t_lens
+            steps = torch.minimum(torch.arange(n), (t_lens - 1).unsqueeze(1))  # [B, n]
+            rows = qsl[seqs].unsqueeze(1) + steps
+            pos = t_starts.unsqueeze(1) + steps
+            keep = (torch.arange(n) < t_lens.unsqueeze(1)).flatten().nonzero().squeeze(1)
+            short = ShortBatch(
+                seqs=seqs,
+                n=n,
+                rows=rows,
+                pos=pos,
+                starts=t_starts,
+                ends=t_ends,
+                keep=keep,
+                keep_rows=rows.flatten()[keep],
+            )
+            # Index scores [c, n, heads, entries] of c sequences at once stay within budget.
+            per_seq = n * max(1, index_heads) * (max(ends) // 4 + 1)
+            c = max(1, _SCORE_BUDGET // per_seq)
+            short.chunks = [slice(i, i + c) for i in range(0, len(chosen), c)]
+        return cls(
+            positions=positions,
+            token_to_req=token_to_req,
+            starts=starts,
+            offsets=offsets,
+            short=short,
+            long=long,
+        )
+
+    def cis(self, rotary: Rotary) -> torch.Tensor:
+        """[N, rd/2] RoPE factors of the step's positions (one per rotary setting)."""
+        key = ("cis", rotary.compressed)
+        if key not in self.memo:
+            self.memo[key] = rotary.cis(self.positions)
+        return self.memo[key]
+
+    def blocks_completed(self, ratio: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sequence [P], block index [P]) of every compression block of `ratio` tokens that
+        this step's tokens complete."""
+        key = ("blocks", ratio)
+        if key not in self.memo:
+            starts = torch.tensor(self.starts)
+            ends = starts + torch.tensor(self.offsets).diff()
+            first = starts // ratio
+            count = ends // ratio - first
+            seq = torch.repeat_interleave(torch.arange(len(self.starts)), count)
+            before = torch.cumsum(count, 0) - count  # pairs of earlier sequences
+            block = torch.arange(seq.shape[0]) - before[seq] + first[seq]
+            self.memo[key] = (seq, block)
+        return self.memo[key]
+
+
+def _memo(md: PagedCacheMetadata, key: Any, make) -> Any:
+    value = md.memo.get(key)
+    if value is None:
+        value = md.memo[key] = make()
+    return value
 
 
 class PagedAttention(nn.Module):
@@ -112,7 +202,6 @@ class PagedAttention(nn.Module):
         prefix: str,
         *,
         block_size: int,
-        page_bytes: int,
         cache_dtype: torch.dtype,
         quant_sim: bool,
     ) -> None:
@@ -123,9 +212,7 @@ class PagedAttention(nn.Module):
         self.quant_sim = quant_sim
         cfg = attn.cfg
         r = attn.ratio
-        windows = retention_windows(
-            cfg.window_size, cfg.head_dim, cfg.index_head_dim, cfg.layer_ratios
-        )
+        retention = token_retention(cfg.window_size, tuple(cfg.layer_ratios))
         self.caches = nn.ModuleDict()
         for name, (kind, width) in cache_widths(cfg.head_dim, cfg.index_head_dim, r).items():
             dtype = cache_dtype if name in ("window", "compressed") else torch.float32
@@ -135,8 +222,7 @@ class PagedAttention(nn.Module):
                 width=width,
                 dtype=dtype,
                 block_size=block_size,
-                page_bytes=page_bytes,
-                window=windows.get((name, r), 0),
+                window=retention if kind == "token" else 0,
                 ratio=4 if name == "index_keys" else r,
             )
 
@@ -144,64 +230,43 @@ class PagedAttention(nn.Module):
     def attn(self) -> Attention:
         return self._attn[0]
 
-    def forward(
-        self, x: torch.Tensor, positions: torch.Tensor, metadata: dict, layout: BatchLayout
-    ) -> torch.Tensor:
-        """x [N, dim] (normed) at positions [N] -> [N, dim]."""
+    def forward(self, x: torch.Tensor, metadata: dict, plan: StepPlan) -> torch.Tensor:
+        """x [N, dim] (normed) of the step's tokens -> [N, dim]."""
         attn = self.attn
         md = {name: metadata[cache.prefix] for name, cache in self.caches.items()}
-        req = layout.token_to_req
-        cos, sin = attn.rotary(positions)
+        cis = plan.cis(attn.rotary)
         qr = attn.q_norm(attn.wq_a(x))
-        q = attn.wq_b(qr).float().unflatten(-1, (attn.n_heads, attn.head_dim))
+        q = fp32(attn.wq_b(qr)).unflatten(-1, (attn.n_heads, attn.head_dim))
         q = rms_normalize(q, attn.cfg.norm_eps) * attn.head_dim**-0.5
-        q = apply_rope(q, cos.unsqueeze(-2), sin.unsqueeze(-2))
-        kv = apply_rope(attn.kv_norm(attn.wkv(x)).float(), cos, sin)
+        fresh = not torch.is_grad_enabled()  # new tensors may be rotated in place
+        q = rotate(q, cis.unsqueeze(-2), inplace=fresh)
+        kv = rotate(fp32(attn.kv_norm(attn.wkv(x))), cis, inplace=fresh)
         if self.quant_sim:
-            kv = simulate_kv_fp8(kv, attn.rotary)
-        self._write_rows("window", md["window"], positions, req, kv)
-
-        comp_rows = index_rows = None
-        if attn.compressor is not None:
-            comp_rows = self._project_rows(attn.compressor, x)
-            self._write_rows("state", md["state"], positions, req, torch.cat(comp_rows, -1))
-        if attn.indexer is not None:
-            index_rows = self._project_rows(attn.indexer.compressor, x)
-            self._write_rows(
-                "index_state", md["index_state"], positions, req, torch.cat(index_rows, -1)
-            )
+            kv = simulate_kv_fp8(kv, attn.rotary, inplace=fresh)
+        self._write_tokens("window", md["window"], plan, kv)
 
         iq = iw = None
+        if attn.compressor is not None:
+            rows = torch.cat(self._project_rows(attn.compressor, x), -1)
+            self._write_tokens("state", md["state"], plan, rows)
         if attn.indexer is not None:
-            iq, iw = attn.indexer.queries(x, qr, torch.complex(cos, sin), quant_sim=self.quant_sim)
+            rows = torch.cat(self._project_rows(attn.indexer.compressor, x), -1)
+            self._write_tokens("index_state", md["index_state"], plan, rows)
+            iq, iw = attn.indexer.queries(x, qr, cis, quant_sim=self.quant_sim)
 
         # Compressed entries first: a query may attend to the block its own token completes.
-        for b, start in enumerate(layout.starts):
-            rows = layout.rows(b)
-            if comp_rows is not None:
-                self._compress(
-                    "state", "compressed", attn.compressor, md, b, start, comp_rows, rows
-                )
-            if index_rows is not None:
-                comp = attn.indexer.compressor
-                self._compress("index_state", "index_keys", comp, md, b, start, index_rows, rows)
+        if attn.compressor is not None:
+            self._compress(attn.compressor, "state", "compressed", md, plan)
+        if attn.indexer is not None:
+            self._compress(attn.indexer.compressor, "index_state", "index_keys", md, plan)
 
         o = q.new_empty(q.shape)
-        decode = [b for b in range(len(layout.starts)) if layout.length(b) == 1]
-        if decode:
-            rows = torch.tensor([layout.offsets[b] for b in decode])
-            o[rows] = self._attend_decode(
-                q[rows],
-                positions[rows],
-                torch.tensor(decode),
-                md,
-                None if iq is None else (iq[rows], iw[rows]),
-            )
-        for b, start in enumerate(layout.starts):
-            rows = layout.rows(b)
-            if layout.length(b) > 1:
-                o[rows] = self._attend_sequence(q, positions, b, start, rows, md, iq, iw)
-        o = apply_rope(o, cos.unsqueeze(-2), sin.unsqueeze(-2), inverse=True)
+        if plan.short is not None:
+            o[plan.short.keep_rows] = self._attend_short(q, iq, iw, md, plan.short)
+        for b in plan.long:
+            rows = slice(plan.offsets[b], plan.offsets[b + 1])
+            o[rows] = self._attend_sequence(q, plan.positions, b, plan.starts[b], rows, md, iq, iw)
+        o = rotate(o, cis.conj().unsqueeze(-2), inplace=fresh)
         return attn.project_out(o.to(x.dtype))
 
     # ---- attention ------------------------------------------------------------------------
@@ -217,11 +282,13 @@ class PagedAttention(nn.Module):
         iq: torch.Tensor | None,
         iw: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Several new tokens of sequence b (a prefill chunk): the model's own functions."""
+        """Many new tokens of sequence b (a prefill chunk): the model's own functions, the
+        window scored as a band as the engine's prefill does."""
         attn = self.attn
         end = rows.stop - rows.start + start
-        win_pos = torch.arange(max(0, start - attn.window), end)
-        win_kv = self._read_tokens("window", md["window"], b, win_pos)
+        first = max(0, start - attn.window)
+        win_pos = torch.arange(first, end)
+        win_kv = self._read_rows("window", md["window"], b, win_pos)
         comp_kv = comp_idx = None
         if attn.ratio:
             comp_kv = self._read_entries("compressed", md["compressed"], b, end // attn.ratio)
@@ -240,139 +307,193 @@ class PagedAttention(nn.Module):
             comp_kv=comp_kv,
             comp_idx=comp_idx,
             ratio=attn.ratio,
+            band_start=first,
         )
 
-    def _attend_decode(
+    def _attend_short(
         self,
         q: torch.Tensor,
-        positions: torch.Tensor,
-        reqs: torch.Tensor,
+        iq: torch.Tensor | None,
+        iw: torch.Tensor | None,
         md: dict[str, PagedCacheMetadata],
-        index_queries: tuple[torch.Tensor, torch.Tensor] | None,
+        sb: ShortBatch,
     ) -> torch.Tensor:
-        """One new token of each of M sequences, all at once: `sparse_attention`'s maths with
-        every query's own keys gathered from the caches ([M, keys, hd], masked)."""
+        """The short batch's queries, each over its own keys gathered from the caches:
+        `sparse_attention`'s maths on [sequences, n, ...] tensors. Returns [V, H, hd]."""
         attn = self.attn
-        m, n_heads, _ = q.shape
-        win_pos = positions.unsqueeze(1) - torch.arange(attn.window - 1, -1, -1)  # [M, W]
-        keys = [self._gather("window", md["window"], win_pos, reqs)]
-        valid = [win_pos >= 0]
-        if attn.ratio:
-            visible = (positions + 1) // attn.ratio  # entries each query may see
-            entries = torch.arange(int(visible.max())).expand(m, -1)
-            if index_queries is not None:
-                iq, iw = index_queries
-                index_keys = self._gather("index_keys", md["index_keys"], entries, reqs)
-                scores = torch.relu(torch.einsum("mhd,med->mhe", iq, index_keys))
-                scores = (scores * iw.unsqueeze(-1)).sum(1)  # [M, E]
-                hidden = entries >= visible.unsqueeze(1)
-                k = min(attn.indexer.topk, entries.shape[1])
-                entries = topk_earliest(scores.masked_fill(hidden, float("-inf")), k)
-            keys.append(self._gather("compressed", md["compressed"], entries, reqs))
-            valid.append(entries < visible.unsqueeze(1))
-        kv = torch.cat(keys, dim=1)  # [M, K, hd]; K = V
-        s = torch.einsum("mhd,mkd->mhk", q, kv)
-        s = s.masked_fill(~torch.cat(valid, dim=1).unsqueeze(1), float("-inf"))
-        sink = attn.attn_sink.float().view(1, n_heads, 1).expand(m, n_heads, 1)
-        probs = torch.softmax(torch.cat((s, sink), dim=-1), dim=-1)[..., :-1]
-        return torch.einsum("mhk,mkd->mhd", probs, kv)
+        w = attn.window
+        win = self._short_window(md["window"], sb)
+        hca = csa = None
+        if attn.indexer is not None:
+            csa = self._short_entries(md["index_keys"], sb, 4)
+        elif attn.ratio:
+            hca = self._short_entries(md["compressed"], sb, attn.ratio)
+        sink = fp32(attn.attn_sink).view(1, 1, -1, 1)
+        outs = []
+        for sl in sb.chunks:
+            qb = q[sb.rows[sl]]  # [c, n, H, hd]
+            c, n, n_heads, hd = qb.shape
+            band = self.caches["window"].read(win["slots"][sl]).unfold(1, w, 1)  # [c,n,hd,w]
+            parts = [torch.matmul(qb, band).masked_fill_(win["hidden"][sl], float("-inf"))]
+            comp = per_query = None
+            if csa is not None and csa["count"]:
+                keys = self.caches["index_keys"].read(csa["slots"][sl])  # [c, E, id]
+                iqb, iwb = iq[sb.rows[sl]], iw[sb.rows[sl]]  # [c, n, ih, id], [c, n, ih]
+                ih = iqb.shape[2]
+                scores = torch.bmm(iqb.flatten(1, 2), keys.transpose(1, 2)).relu_()
+                scores = torch.matmul(iwb.unsqueeze(-2), scores.view(c, n, ih, -1)).squeeze(-2)
+                scores.masked_fill_(csa["hidden"][sl], float("-inf"))  # [c, n, E]
+                chosen = topk_earliest(scores, min(attn.indexer.topk, csa["count"]))
+                per_query = True
+                comp = self.caches["compressed"].read(
+                    entry_slots(
+                        chosen,
+                        sb.seqs[sl],
+                        md["compressed"].block_table,
+                        md["compressed"].block_size,
+                        attn.ratio,
+                    )
+                )  # [c, n, k, hd]
+                hidden = (chosen >= csa["visible"][sl].unsqueeze(-1)).unsqueeze(-2)
+                s = torch.matmul(qb, comp.transpose(-1, -2))  # [c, n, H, k]
+                parts.append(s.masked_fill_(hidden, float("-inf")))
+            elif hca is not None and hca["count"]:
+                comp = self.caches["compressed"].read(hca["slots"][sl])  # [c, E, hd]
+                s = torch.bmm(qb.flatten(1, 2), comp.transpose(1, 2)).view(c, n, n_heads, -1)
+                parts.append(s.masked_fill_(hca["hidden"][sl], float("-inf")))
+            parts.append(sink.expand(c, n, n_heads, 1))
+            probs = torch.softmax(torch.cat(parts, dim=-1), dim=-1)
+            out = torch.matmul(probs[..., :w], band.transpose(-1, -2))  # [c, n, H, hd]
+            if per_query:  # CSA: each query's own entries
+                out += torch.matmul(probs[..., w:-1], comp)
+            elif comp is not None:  # HCA: the sequence's entries
+                pc = probs[..., w:-1].reshape(c, n * n_heads, -1)
+                out += torch.bmm(pc, comp).view(c, n, n_heads, hd)
+            outs.append(out)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out.flatten(0, 1)[sb.keep]
 
-    # ---- cache traffic -------------------------------------------------------------------
+    def _short_window(self, md: PagedCacheMetadata, sb: ShortBatch) -> dict[str, torch.Tensor]:
+        """Each short sequence's rows from `window - 1` before its first new token to its last
+        (clamped into the sequence: never-read rows stay in range), and which keys of each
+        query's band lie before position 0."""
+        w = self.attn.window
 
-    def _gather(
-        self, name: str, md: PagedCacheMetadata, index: torch.Tensor, reqs: torch.Tensor
-    ) -> torch.Tensor:
-        """Rows `index` [M, K] (token positions, or entry ids of a compressed cache) of the
-        sequences `reqs` [M] -> [M, K, width]; negative or unwritten ones read harmless rows."""
-        cache = self.caches[name]
-        if cache.kind == "compressed":
-            blocks, offs = entry_slots(index, reqs, md.block_table, md.block_size, cache.ratio)
-        else:
-            blocks, offs = token_slots(index, reqs, md.block_table, md.block_size)
-        return cache.read(blocks, offs).float()
+        def make() -> dict[str, torch.Tensor]:
+            pos = (sb.starts - w + 1).unsqueeze(1) + torch.arange(w - 1 + sb.n)
+            pos = torch.minimum(pos, (sb.ends - 1).unsqueeze(1))
+            key_pos = sb.pos.unsqueeze(-1) - (w - 1) + torch.arange(w)  # [B, n, w]
+            return {
+                "slots": token_slots(pos, sb.seqs, md.block_table, md.block_size),
+                "hidden": (key_pos < 0).unsqueeze(-2),  # [B, n, 1, w]
+            }
 
-    @staticmethod
-    def _project_rows(comp: Compressor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return comp.wkv(x).float(), comp.wgate(x).float()
+        return _memo(md, ("short_window", w), make)
 
-    def _write_rows(
-        self,
-        name: str,
-        md: PagedCacheMetadata,
-        positions: torch.Tensor,
-        req: torch.Tensor,
-        rows: torch.Tensor,
-    ) -> None:
-        blocks, offs = token_slots(positions, req, md.block_table, md.block_size)
-        self.caches[name].write(blocks, offs, rows)
+    def _short_entries(self, md: PagedCacheMetadata, sb: ShortBatch, ratio: int) -> dict:
+        """Slots of the compressed entries the short sequences may see (0 .. the most any of
+        them sees), and which ones each query may not."""
 
-    def _read_tokens(
-        self, name: str, md: PagedCacheMetadata, b: int, positions: torch.Tensor
-    ) -> torch.Tensor:
-        req = torch.full_like(positions, b)
-        blocks, offs = token_slots(positions, req, md.block_table, md.block_size)
-        return self.caches[name].read(blocks, offs).float()
+        def make() -> dict[str, Any]:
+            count = int(sb.ends.max()) // ratio
+            entries = torch.arange(count)
+            visible = (sb.pos + 1) // ratio  # [B, n]
+            hidden = entries >= visible.unsqueeze(-1)  # [B, n, E]
+            return {
+                "count": count,
+                "visible": visible,
+                "slots": entry_slots(
+                    entries.expand(len(sb.seqs), -1), sb.seqs, md.block_table, md.block_size, ratio
+                ),
+                # CSA masks scores [B, n, E]; HCA masks [B, n, H, E]
+                "hidden": hidden if ratio == 4 else hidden.unsqueeze(-2),
+            }
 
-    def _read_entries(self, name: str, md: PagedCacheMetadata, b: int, count: int) -> torch.Tensor:
-        cache = self.caches[name]
-        entries = torch.arange(count)
-        req = torch.full_like(entries, b)
-        blocks, offs = entry_slots(entries, req, md.block_table, md.block_size, cache.ratio)
-        return cache.read(blocks, offs).float()
+        return _memo(md, ("short_entries", ratio), make)
+
+    # ---- compression ----------------------------------------------------------------------
 
     def _compress(
         self,
+        comp: Compressor,
         state_name: str,
         out_name: str,
-        comp: Compressor,
         md: dict[str, PagedCacheMetadata],
-        b: int,
-        start: int,
-        new_rows: tuple[torch.Tensor, torch.Tensor],
-        rows: slice,
+        plan: StepPlan,
     ) -> None:
-        """Pools the blocks completed by sequence b's new tokens into its compressed cache."""
-        r = comp.ratio
-        n = rows.stop - rows.start
-        first_block = start // r
-        if (start + n) // r == first_block:
-            return  # no block completes in this step; the rows wait in the state cache
-        kv, score = new_rows[0][rows], new_rows[1][rows]
-        coff_width = kv.shape[-1]
-        state = self._state_before(state_name, md[state_name], b, start, comp, coff_width)
-        pooled, _ = compress_blocks(kv, score, comp.ape, state, ratio=r, width=comp.width)
-        entry_ids = torch.arange(pooled.shape[0]) + first_block
-        entries = finish_entries(
-            comp.norm(pooled), entry_ids * r, self.attn.rotary, comp.rotate, self.quant_sim
-        )
-        out = self.caches[out_name]
-        blocks, offs = entry_slots(
-            entry_ids,
-            torch.full_like(entry_ids, b),
-            md[out_name].block_table,
-            md[out_name].block_size,
-            r,
-        )
-        out.write(blocks, offs, entries)
+        """Pools every block this step completes (all sequences at once) into its entry.
 
-    def _state_before(
-        self,
-        name: str,
-        md: PagedCacheMetadata,
-        b: int,
-        start: int,
-        comp: Compressor,
-        coff_width: int,
-    ) -> CompressorState:
-        """The compressor state at `start`, rebuilt from the per-token rows in the state cache."""
-        r, width = comp.ratio, comp.width
-        block_start = (start // r) * r
-        tail = self._read_tokens(name, md, b, torch.arange(block_start, start))
-        state = CompressorState(tail[:, :coff_width], tail[:, coff_width:])
-        if comp.overlap and block_start > 0:
-            prev = self._read_tokens(name, md, b, torch.arange(block_start - r, block_start))
-            state.prev_kv = prev[:, :width]
-            state.prev_score = (
-                prev[:, coff_width : coff_width + width] + comp.ape[:, :width].float()
+        `compress_blocks`' maths: each entry pools its block's rows (for the overlapping
+        compressor, the second halves of its block and the first halves of the block before,
+        none before block 0) with softmax weights of score + ape; the rows come back from the
+        state cache, where this step's rows were just written."""
+        r = comp.ratio
+        seq, block = plan.blocks_completed(r)
+        if seq.shape[0] == 0:
+            return
+        state_md = md[state_name]
+
+        def make_rows() -> tuple:
+            pos = (block * r).unsqueeze(1) + torch.arange(r)  # [P, r]
+            current = token_slots(pos, seq, state_md.block_table, state_md.block_size)
+            previous = token_slots(pos - r, seq, state_md.block_table, state_md.block_size)
+            return current, previous, (block == 0).view(-1, 1, 1)
+
+        current, previous, first = _memo(state_md, ("compress_rows", r), make_rows)
+        state = self.caches[state_name]
+        rows = state.read(current)  # [P, r, 2 * coff * width]
+        cw = rows.shape[-1] // 2
+        ape = comp.ape.float()
+        kv, score = rows[..., :cw], rows[..., cw:] + ape
+        if comp.overlap:
+            width = comp.width
+            prev = state.read(previous)
+            prev_kv = prev[..., :width].masked_fill(first, 0.0)
+            prev_sc = (prev[..., cw : cw + width] + ape[:, :width]).masked_fill(
+                first, float("-inf")
             )
-        return state
+            kv = torch.cat((prev_kv, kv[..., width:]), dim=1)  # [P, 2r, width]
+            score = torch.cat((prev_sc, score[..., width:]), dim=1)
+        pooled = (kv * torch.softmax(score, dim=1)).sum(1)
+        entries = finish_entries(
+            comp.norm(pooled), block * r, self.attn.rotary, comp.rotate, self.quant_sim
+        )
+        out_md = md[out_name]
+        slots = _memo(
+            out_md,
+            ("entry_slots", r),
+            lambda: entry_slots(block, seq, out_md.block_table, out_md.block_size, r),
+        )
+        self.caches[out_name].write(slots, entries)
+
+    # ---- cache traffic -------------------------------------------------------------------
+
+    @staticmethod
+    def _project_rows(comp: Compressor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return fp32(comp.wkv(x)), fp32(comp.wgate(x))
+
+    def _write_tokens(
+        self, name: str, md: PagedCacheMetadata, plan: StepPlan, rows: torch.Tensor
+    ) -> None:
+        """Stores one row per new token of the step."""
+        slots = _memo(
+            md,
+            "token_slots",
+            lambda: token_slots(plan.positions, plan.token_to_req, md.block_table, md.block_size),
+        )
+        self.caches[name].write(slots, rows)
+
+    def _read_rows(
+        self, name: str, md: PagedCacheMetadata, b: int, positions: torch.Tensor
+    ) -> torch.Tensor:
+        return self.caches[name].read(
+            token_slots(positions, torch.tensor(b), md.block_table, md.block_size)
+        )
+
+    def _read_entries(self, name: str, md: PagedCacheMetadata, b: int, count: int) -> torch.Tensor:
+        cache = self.caches[name]
+        return cache.read(
+            entry_slots(
+                torch.arange(count), torch.tensor(b), md.block_table, md.block_size, cache.ratio
+            )
+        )

@@ -3,24 +3,30 @@
 Each DeepSeek-V4 layer owns up to five paged caches, each registered with vLLM as its own
 "attention layer" so that vLLM's block manager allocates, frees, shares and prefix-caches it:
 
-- ``window``: the sliding-window kv vectors, one per token (``SlidingWindowMLASpec``).
-- ``state``: the compressor's raw rows (kv and gate score per token, ape added) of the last
-  ``coff * ratio`` tokens: the incomplete block plus, for the overlapping ratio-4 compressor, the
-  block before it (``SlidingWindowMLASpec`` with that window).
+- ``window``: the sliding-window kv vectors, one per token.
+- ``state``: the compressor's raw rows (kv and raw gate score per token) of the incomplete
+  block and, for the overlapping ratio-4 compressor, the block before it.
 - ``compressed``: one compressed entry per ``ratio`` tokens (``MLAAttentionSpec`` whose
   ``tokens_per_state`` is the ratio).
 - ``index_state`` / ``index_keys``: the same two for the lightning indexer's own compressor.
 
-All caches use the same block size (a multiple of every compression ratio, so a block always
-holds whole compressed entries) and the same page size (smaller pages are padded), which keeps
-vLLM's hybrid allocator on its simplest path: one block table per cache group, every block
-hash-aligned, prefix hits at any block boundary.
+Two kinds of spec, so that vLLM keeps two cache groups (two block tables, one set of metadata
+each) whatever the number of layers:
+
+- every per-token cache (window, state, index_state) is a ``SlidingWindowMLASpec`` with ONE
+  retention window, the longest any of them needs (see `token_retention`); with 128-token
+  blocks, keeping 128 tokens instead of 33 costs at most one block per sequence;
+- every compressed cache is an ``MLAAttentionSpec`` (full attention type, whatever its ratio).
+
+The pages differ in size (a ratio-128 page holds one entry), so the backend asks for a
+block-outermost layout (``BLHNC``): vLLM then packs each group's pages side by side in a block
+instead of padding every page to the largest one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -34,6 +40,7 @@ from vllm.v1.attention.backend import (
     MultipleOf,
 )
 from vllm.v1.kv_cache_interface import KVCacheSpec, MLAAttentionSpec, SlidingWindowMLASpec
+from vllm.v1.kv_cache_layout import KVCacheLayout
 
 __all__ = [
     "PagedCache",
@@ -44,31 +51,27 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(eq=False)
 class PagedCacheMetadata:
-    """What one forward pass needs to address one cache group (all tensors on the CPU)."""
+    """What one forward pass needs to address one cache group (all tensors on the CPU).
+
+    One object per cache group and step, shared by all the group's layers; `memo` holds the
+    index tensors the layers derive from it (slots, masks), computed by the first layer.
+    """
 
     block_table: torch.Tensor  # [num_reqs, max_blocks] int32
     block_size: int  # tokens per block
     query_start_loc: torch.Tensor  # [num_reqs + 1] int64
     seq_lens: torch.Tensor  # [num_reqs] tokens in context after this step
     num_actual_tokens: int
-
-    @property
-    def token_to_req(self) -> torch.Tensor:
-        """[num_tokens] int64: the request of each new token (built on first use: the groups
-        all share it and only one is asked)."""
-        if self._token_to_req is None:
-            lens = self.query_start_loc[1:] - self.query_start_loc[:-1]
-            reqs = torch.arange(lens.shape[0])
-            self._token_to_req = torch.repeat_interleave(reqs, lens)[: self.num_actual_tokens]
-        return self._token_to_req
-
-    _token_to_req: torch.Tensor | None = None
+    memo: dict[str, Any] = field(default_factory=dict)
 
 
 class PagedCacheBuilder(AttentionMetadataBuilder[PagedCacheMetadata]):
     _cudagraph_support: ClassVar[AttentionCGSupport] = AttentionCGSupport.NEVER
+    # vLLM builds metadata once per (group, spec); the caches of one group share a block
+    # table, so every builder of the group returns the first one's object (and its memo).
+    _last: ClassVar[tuple[CommonAttentionMetadata, PagedCacheMetadata] | None] = None
 
     def __init__(
         self,
@@ -86,13 +89,18 @@ class PagedCacheBuilder(AttentionMetadataBuilder[PagedCacheMetadata]):
         fast_build: bool = False,
     ) -> PagedCacheMetadata:
         m = common_attn_metadata
-        return PagedCacheMetadata(
+        last = PagedCacheBuilder._last
+        if last is not None and last[0] is m:
+            return last[1]
+        md = PagedCacheMetadata(
             block_table=m.block_table_tensor[: m.num_reqs],
             block_size=self.kv_cache_spec.block_size,
             query_start_loc=m.query_start_loc_cpu[: m.num_reqs + 1].to(torch.int64),
             seq_lens=m.seq_lens[: m.num_reqs].to(torch.int64),
             num_actual_tokens=m.num_actual_tokens,
         )
+        PagedCacheBuilder._last = (m, md)
+        return md
 
 
 class PagedCacheBackend(AttentionBackend):
@@ -125,6 +133,11 @@ class PagedCacheBackend(AttentionBackend):
     def supports_head_size(cls, head_size: int) -> bool:
         return True
 
+    @classmethod
+    def supported_kv_cache_layouts(cls) -> tuple[KVCacheLayout, ...]:
+        # Pages of different sizes packed side by side in each block (see the module doc).
+        return (KVCacheLayout.BLHNC,)
+
 
 class PagedCache(nn.Module, AttentionLayerBase):
     """One paged cache: registers itself with vLLM and holds the bound tensor.
@@ -141,7 +154,6 @@ class PagedCache(nn.Module, AttentionLayerBase):
         width: int,
         dtype: torch.dtype,
         block_size: int,
-        page_bytes: int,
         window: int = 0,
         ratio: int = 1,
     ):
@@ -153,7 +165,6 @@ class PagedCache(nn.Module, AttentionLayerBase):
         self.width = width
         self.dtype = dtype
         self.block_size = block_size
-        self.page_bytes = page_bytes
         self.window = window
         self.ratio = ratio
         self.kv_cache = torch.tensor([])
@@ -163,7 +174,8 @@ class PagedCache(nn.Module, AttentionLayerBase):
         context[prefix] = self
 
     def bind_kv_cache(self, kv_cache: torch.Tensor) -> None:
-        # vLLM hands a [blocks, heads=1, rows per block, width] view (block stride = the page).
+        # vLLM hands a [blocks, heads=1, rows per block, width] view (block stride = the
+        # group's block, in which this page is one slice).
         self.kv_cache = kv_cache.squeeze(1)
 
     def get_attn_backend(self) -> type[AttentionBackend]:
@@ -176,7 +188,6 @@ class PagedCache(nn.Module, AttentionLayerBase):
             max_tp_shards=1,
             head_size=self.width,
             dtype=self.dtype,
-            alignment=self.page_bytes,
         )
         if self.kind == "token":
             return SlidingWindowMLASpec(sliding_window=self.window, **common)
@@ -185,15 +196,13 @@ class PagedCache(nn.Module, AttentionLayerBase):
     def rows_per_block(self) -> int:
         return self.block_size // self.ratio if self.kind == "compressed" else self.block_size
 
-    def real_page_bytes(self) -> int:
-        return self.rows_per_block() * self.width * torch.finfo(self.dtype).bits // 8
+    def write(self, slots: tuple[torch.Tensor, torch.Tensor], values: torch.Tensor) -> None:
+        """Stores ``values[i]`` at (block, row) ``slots[0][i], slots[1][i]``."""
+        self.kv_cache[slots] = values.to(self.kv_cache.dtype)
 
-    def write(self, blocks: torch.Tensor, rows: torch.Tensor, values: torch.Tensor) -> None:
-        """Stores ``values[i]`` at (block, row) ``(blocks[i], rows[i])``."""
-        self.kv_cache[blocks, rows] = values.to(self.kv_cache.dtype)
-
-    def read(self, blocks: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        return self.kv_cache[blocks, rows]
+    def read(self, slots: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Rows at (block, row) ``slots`` (any shape), as fp32."""
+        return self.kv_cache[slots].float()
 
 
 def token_slots(
@@ -204,7 +213,7 @@ def token_slots(
     ``req`` broadcasts against ``positions``.
     """
     pos = positions.clamp(min=0)
-    req = req.reshape(req.shape + (1,) * (pos.dim() - req.dim())).expand_as(pos)
+    req = req.reshape(req.shape + (1,) * (pos.dim() - req.dim()))
     blocks = block_table[req, pos // block_size].to(torch.int64)
     return blocks, pos % block_size
 

@@ -20,21 +20,9 @@ from model.checkpoint import load_state_into
 from model.config import ModelConfig
 from model.hyper_connections import hc_collapse, hc_expand
 from model.transformer import DeepseekV4
-from model.vllm_plugin.paged_attention import BatchLayout, PagedAttention, cache_widths
+from model.vllm_plugin.paged_attention import PagedAttention, StepPlan
 
 __all__ = ["DeepseekV4DsvForCausalLM"]
-
-
-def common_page_bytes(cfg: ModelConfig, block_size: int, cache_dtype: torch.dtype) -> int:
-    """The page every cache is padded to: the largest of any layer's caches."""
-    largest = 0
-    for r in set(cfg.layer_ratios):
-        for name, (kind, width) in cache_widths(cfg.head_dim, cfg.index_head_dim, r).items():
-            ratio = 4 if name == "index_keys" else r
-            rows = block_size // ratio if kind == "compressed" else block_size
-            dtype = cache_dtype if name in ("window", "compressed") else torch.float32
-            largest = max(largest, rows * width * torch.finfo(dtype).bits // 8)
-    return largest
 
 
 class DeepseekV4DsvForCausalLM(nn.Module):
@@ -56,13 +44,11 @@ class DeepseekV4DsvForCausalLM(nn.Module):
             )
         self.net = DeepseekV4(self.cfg)
         cache_dtype = vllm_config.model_config.dtype
-        page = common_page_bytes(self.cfg, block_size, cache_dtype)
         self.attn = nn.ModuleList(
             PagedAttention(
                 block.attn,
                 f"{prefix}.layers.{i}.attn" if prefix else f"layers.{i}.attn",
                 block_size=block_size,
-                page_bytes=page,
                 cache_dtype=cache_dtype,
                 quant_sim=self.cfg.quant_sim,
             )
@@ -87,13 +73,13 @@ class DeepseekV4DsvForCausalLM(nn.Module):
         if not isinstance(metadata, dict) or not metadata:
             # vLLM's memory-profiling run: no caches yet, nothing to attend to.
             return streams.flatten(-2)
-        first = self.attn[0].caches["window"].prefix
-        n = metadata[first].num_actual_tokens
-        layout = BatchLayout.from_metadata(metadata[first])
-        ids, pos, streams = input_ids[:n], positions[:n], streams[:n]
+        first = metadata[self.attn[0].caches["window"].prefix]
+        n = first.num_actual_tokens
+        plan = StepPlan.from_metadata(first, positions[:n], self.cfg.index_n_heads)
+        ids, streams = input_ids[:n], streams[:n]
         for block, attn in zip(self.net.layers, self.attn, strict=True):
             pre, post, comb = block._mix(streams, "attn")
-            y = attn(block.attn_norm(hc_collapse(streams, pre)), pos, metadata, layout)
+            y = attn(block.attn_norm(hc_collapse(streams, pre)), metadata, plan)
             streams = hc_expand(y, streams, post, comb)
             pre, post, comb = block._mix(streams, "ffn")
             y = block.ffn(block.ffn_norm(hc_collapse(streams, pre)), ids)
