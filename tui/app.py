@@ -122,7 +122,14 @@ class ChatApp(App[None]):
             activity="idle",
         )
         self.sub_title = self.agent.session_id or "new session"
-        self.call_after_refresh(_freeze_heap)
+        self.call_after_refresh(self._settle)
+
+    def _settle(self) -> None:
+        """Once a session is open and drawn: load what the first Markdown and code block would
+        load (tens of milliseconds, once), then freeze the heap. Both now rather than in the
+        middle of a later scroll."""
+        self.query_one(Transcript).warm_up()
+        _freeze_heap()
 
     def on_unmount(self) -> None:
         gc.unfreeze()

@@ -29,8 +29,12 @@ OUTPUT_LINES_COLLAPSED = 12
 """Lines of a tool's output shown before the panel is expanded (click or Ctrl+O)."""
 PIECE_LINES = 40
 """Most source lines in one piece of a block."""
-CODE_LINES = 20
-"""Most lines of a long code block in one piece (highlighting them takes about 10 ms)."""
+MARKDOWN_LINES = 16
+"""A Markdown piece ends at the first place it may after this many lines (tables, lists and
+short code blocks make Markdown several times costlier a line than plain text)."""
+CODE_LINES = 10
+"""Most lines of a long code block in one piece: highlighting takes about half a millisecond a
+line, and a piece is the unit of work that cannot give way to a key."""
 CODE_THEME = "monokai"
 """The code theme of rich's Markdown (its default), for code blocks drawn in pieces."""
 PIECE_CHARS = 4000
@@ -441,12 +445,12 @@ def _last_filled(lines: list[str], i: int) -> str:
 
 
 def split_markdown(text: str) -> list[str | CodeChunk]:
-    """Markdown cut into chunks of about `PIECE_LINES` lines, only at blank lines between two
+    """Markdown cut into chunks of about `MARKDOWN_LINES` lines, only at blank lines between two
     top-level elements (never inside a list, quote or table), so that each chunk renders as it
     does within the whole; a fenced code block of more than `CODE_LINES` lines becomes
     `CodeChunk`s of that many."""
     lines = text.split("\n")
-    if len(lines) <= PIECE_LINES and len(text) <= PIECE_CHARS:
+    if len(lines) <= MARKDOWN_LINES and len(text) <= PIECE_CHARS:
         return [text]
     chunks: list[str | CodeChunk] = []
     start, size, i = 0, 0, 0
@@ -480,7 +484,7 @@ def split_markdown(text: str) -> list[str | CodeChunk]:
             i = end + 1
             continue
         if (
-            (i - start >= PIECE_LINES or size > PIECE_CHARS)
+            (i - start >= MARKDOWN_LINES or size > PIECE_CHARS // 2)
             and i >= 2
             and not line.strip()
             and i + 1 < len(lines)

@@ -28,12 +28,13 @@ from textual.strip import Strip
 from textual.timer import Timer
 
 from agent import events as ev
-from tui.blocks import Block
+from tui.blocks import Block, ContentBlock
 from tui.rendered_rows import RenderedRows
 from tui.transcript_model import TranscriptModel
 
 GAP = 1
 """Blank rows after each block."""
+WARM_UP_MARKDOWN = "# a\n\n- *b* `c`\n\n| d |\n|---|\n| e |\n\n```python\nf = 1\n```\n"
 MEASURE_SLICE_S = 0.005
 """Longest stretch of background measuring before the app gets control back (plus one piece;
 it also stops as soon as an event such as a key is waiting)."""
@@ -217,6 +218,15 @@ class Transcript(ScrollView, can_focus=True):
         self._heights[index], self._exact[index] = height, True
         self._dirty_from = min(self._dirty_from, index)
         return change
+
+    def warm_up(self) -> None:
+        """Render, once, what loads the Markdown parser, the code highlighter (Python's lexer)
+        and its theme: the first block that needs them would otherwise take 40-60 ms more."""
+        sample = ContentBlock(text=WARM_UP_MARKDOWN)
+        console = self.app.console
+        options = console.options.update_width(self._content_width())
+        for piece in sample.pieces():
+            console.render_lines(piece.render(), options)
 
     # ------------------------------------------------------------------ idle work
 
