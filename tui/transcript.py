@@ -5,9 +5,11 @@ make opening and scrolling grow with the session. Here every block is a few piec
 `tui.blocks`), laid out one after the other; a piece is rendered only when a row of it is on
 screen, and kept (compactly, see `tui.rendered_rows`) until it changes or the width does. So
 drawing a frame renders at most a screenful of small pieces, however long a block is. Pieces
-not yet rendered count with an estimated height; in idle moments the transcript measures them a
-few milliseconds at a time (keeping the rows on screen where they are), so the scrollbar
-becomes exact without delaying the first frame or a key.
+not yet rendered count with an estimated height. In idle moments (once scrolling pauses, and
+never between a scroll and its frame) the transcript renders the page before and after the view
+ahead of PageUp/PageDown, then measures the other pieces, a few milliseconds at a time, giving
+way as soon as a key is waiting (and keeping the rows on screen where they are), so that the
+scrollbar becomes exact without delaying the first frame or a key.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from tui.transcript_model import TranscriptModel
 
 GAP = 1
 """Blank rows after each block."""
+CACHE_PIECES = 4000
+"""Rendered pieces kept (about 80,000 rows); past that the oldest is rendered again if needed."""
 WARM_UP_MARKDOWN = "# a\n\n- *b* `c`\n\n| d |\n|---|\n| e |\n\n```python\nf = 1\n```\n"
 MEASURE_SLICE_S = 0.005
 """Longest stretch of background measuring before the app gets control back (plus one piece;
@@ -89,8 +93,9 @@ class Transcript(ScrollView, can_focus=True):
         self._adjusting = False  # the scroll position is being moved by us, not the user
         self._row_style: Style | None = None  # the widget's style, taken once per frame
         self.rendered_pieces = 0
-        """How many times a piece was rendered to be drawn (a check that only visible ones
-        are); background measuring does not keep what it renders and is not counted."""
+        """How many times a piece was rendered to be kept for drawing: on screen, or on the
+        page before or after it, rendered ahead in idle moments (a check that no others are;
+        measuring heights keeps nothing and is not counted)."""
 
     # ------------------------------------------------------------------ feeding
 
@@ -387,7 +392,8 @@ class Transcript(ScrollView, can_focus=True):
         if self._adjusting:
             return
         self._direction = 1 if new > old else -1
-        self._frame_pending = True
+        if round(old) != round(new):  # rows change: a frame will be drawn
+            self._frame_pending = True
         self.call_after_refresh(self._prefetch_soon)
         # The user scrolling up stops following; scrolling down to the end resumes it. (A
         # position past the end is one Textual pulls back when the content shrank: not the user.)
@@ -432,6 +438,8 @@ class Transcript(ScrollView, can_focus=True):
         options = console.options.update_width(width)
         lines = console.render_lines(piece.render(), options, pad=True)
         rendered = self._cache[id(block), k] = RenderedRows(lines, width, piece.key)
+        if len(self._cache) > CACHE_PIECES:  # forget the piece drawn longest ago
+            del self._cache[next(iter(self._cache))]
         self.rendered_pieces += 1
         return rendered
 
