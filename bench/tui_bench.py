@@ -61,9 +61,10 @@ KEY_TIMEOUT_S = 5.0
 
 def _turn(i: int) -> str:
     """Step `i`: reasoning (every 24th long), a Markdown answer (every 18th with a list, a table
-    and a code block; every 83rd a long report), then a bash command (odd steps; every 97th
-    prints thousands of lines) or a file write (even steps; every 20th rewrites a long file, so
-    its diff is over a hundred lines; every 89th one of 1,500 lines)."""
+    and a code block; every 83rd a long report ending in a 150-line code block), then a bash
+    command (odd steps; every 97th prints thousands of lines) or a file write (even steps; every
+    20th rewrites a long file, so its diff is over a hundred lines; every 89th one of 1,500
+    lines)."""
     reasoning = (
         f"Step {i}: the test output says the parser drops the last field when a line ends "
         "with a separator. I should look at how split handles the trailing empty string "
@@ -81,7 +82,8 @@ def _turn(i: int) -> str:
         "    if not line:\n        return []\n    return line.split(sep)\n```\n"
     )
     if i % 83 == 0:
-        content += section * 30
+        code = "".join(f"    total += weight_{k} * value({k})  # step {i}\n" for k in range(150))
+        content += section * 30 + f"\n\nThe whole function:\n\n```python\ndef f():\n{code}```\n"
     elif i % 18 == 0:
         content += section
     if i % 97 == 0:
