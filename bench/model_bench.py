@@ -75,7 +75,7 @@ def machine_rates() -> tuple[float, float]:
 # ---- the dense-attention baseline ------------------------------------------------------------
 
 
-def dense_attention_forward(self, x, starts, caches, *, quant_sim):
+def dense_attention_forward(self, x, starts, caches, *, quant_sim, positions=None):
     """Attention.forward with every layer attending to all raw kv (no window, no compression)."""
     bsz, n, _ = x.shape
     pos = torch.tensor(starts).unsqueeze(1) + torch.arange(n)
