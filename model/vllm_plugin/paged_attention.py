@@ -87,7 +87,8 @@ class ShortBatch:
     """
 
     seqs: torch.Tensor  # [B] index of each sequence in the step
-    n: int
+    n: int  # a multiple of `group`
+    group: int  # queries whose windows are scored together (min(new tokens, window))
     rows: torch.Tensor  # [B, n] row of each query in the flat batch
     pos: torch.Tensor  # [B, n] its position
     starts: torch.Tensor  # [B] first new position
@@ -111,7 +112,7 @@ class StepPlan:
 
     @classmethod
     def from_metadata(
-        cls, md: PagedCacheMetadata, positions: torch.Tensor, index_heads: int
+        cls, md: PagedCacheMetadata, positions: torch.Tensor, *, window: int, index_heads: int
     ) -> StepPlan:
         qsl = md.query_start_loc
         offsets = qsl.tolist()
@@ -132,7 +133,9 @@ class StepPlan:
         short = None
         if chosen:
             seqs = torch.tensor(chosen)
-            n = max(lens[b] for b in chosen)
+            longest = max(lens[b] for b in chosen)
+            group = min(longest, window)
+            n = -(-longest // group) * group
             t_lens = torch.tensor([lens[b] for b in chosen])
             t_starts = torch.tensor([starts[b] for b in chosen])
             t_ends = t_starts + t_lens
@@ -143,6 +146,7 @@ class StepPlan:
             short = ShortBatch(
                 seqs=seqs,
                 n=n,
+                group=group,
                 rows=rows,
                 pos=pos,
                 starts=t_starts,
@@ -184,6 +188,16 @@ class StepPlan:
             block = torch.arange(seq.shape[0]) - before[seq] + first[seq]
             self.memo[key] = (seq, block)
         return self.memo[key]
+
+
+def _topk(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """`topk_earliest`'s choice (ties to the earlier entry), as `select_topk` makes it: a plain
+    top-k, redone canonically only for the rows where the k-th score ties an unchosen one."""
+    vals, idx = scores.topk(k, dim=-1)
+    tied = (scores >= vals[..., -1:]).sum(-1) > k
+    if bool(tied.any()):
+        idx[tied] = topk_earliest(scores[tied], k)
+    return idx
 
 
 def _memo(md: PagedCacheMetadata, key: Any, make) -> Any:
@@ -333,17 +347,30 @@ class PagedAttention(nn.Module):
         for sl in sb.chunks:
             qb = q[sb.rows[sl]]  # [c, n, H, hd]
             c, n, n_heads, hd = qb.shape
-            band = self.caches["window"].read(win["slots"][sl]).unfold(1, w, 1)  # [c,n,hd,w]
-            parts = [torch.matmul(qb, band).masked_fill_(win["hidden"][sl], float("-inf"))]
+            # The window as groups of g consecutive queries, each group against the g + w - 1
+            # rows its queries see, in one product; each query's band of w keys is then a
+            # view (query j of a group: keys j .. j + w - 1). Much faster than c * n tiny
+            # products, and at most ~2x the needed scores.
+            rows = self.caches["window"].read(win["slots"][sl])  # [c, n + w - 1, hd]
+            g, span = sb.group, sb.group + w - 1
+            groups = n // g
+            keys = rows.unfold(1, span, g)  # [c, groups, hd, span]
+            s_win = torch.matmul(qb.view(c, groups, g * n_heads, hd), keys)
+            band = (
+                (c, groups, g, n_heads, w),
+                (groups * g * n_heads * span, g * n_heads * span, n_heads * span + 1, span, 1),
+            )
+            s_win = s_win.as_strided(*band).reshape(c, n, n_heads, w)
+            parts = [s_win.masked_fill_(win["hidden"][sl], float("-inf"))]
             comp = per_query = None
             if csa is not None and csa["count"]:
-                keys = self.caches["index_keys"].read(csa["slots"][sl])  # [c, E, id]
+                index_keys = self.caches["index_keys"].read(csa["slots"][sl])  # [c, E, id]
                 iqb, iwb = iq[sb.rows[sl]], iw[sb.rows[sl]]  # [c, n, ih, id], [c, n, ih]
                 ih = iqb.shape[2]
-                scores = torch.bmm(iqb.flatten(1, 2), keys.transpose(1, 2)).relu_()
+                scores = torch.bmm(iqb.flatten(1, 2), index_keys.transpose(1, 2)).relu_()
                 scores = torch.matmul(iwb.unsqueeze(-2), scores.view(c, n, ih, -1)).squeeze(-2)
                 scores.masked_fill_(csa["hidden"][sl], float("-inf"))  # [c, n, E]
-                chosen = topk_earliest(scores, min(attn.indexer.topk, csa["count"]))
+                chosen = _topk(scores, min(attn.indexer.topk, csa["count"]))
                 per_query = True
                 comp = self.caches["compressed"].read(
                     entry_slots(
@@ -363,7 +390,9 @@ class PagedAttention(nn.Module):
                 parts.append(s.masked_fill_(hca["hidden"][sl], float("-inf")))
             parts.append(sink.expand(c, n, n_heads, 1))
             probs = torch.softmax(torch.cat(parts, dim=-1), dim=-1)
-            out = torch.matmul(probs[..., :w], band.transpose(-1, -2))  # [c, n, H, hd]
+            spread = probs.new_zeros(c, groups, g * n_heads, span)  # band weights in place
+            spread.as_strided(*band).copy_(probs[..., :w].unflatten(1, (groups, g)))
+            out = torch.matmul(spread, keys.transpose(-1, -2)).view(c, n, n_heads, hd)
             if per_query:  # CSA: each query's own entries
                 out += torch.matmul(probs[..., w:-1], comp)
             elif comp is not None:  # HCA: the sequence's entries

@@ -75,7 +75,9 @@ class DeepseekV4DsvForCausalLM(nn.Module):
             return streams.flatten(-2)
         first = metadata[self.attn[0].caches["window"].prefix]
         n = first.num_actual_tokens
-        plan = StepPlan.from_metadata(first, positions[:n], self.cfg.index_n_heads)
+        plan = StepPlan.from_metadata(
+            first, positions[:n], window=self.cfg.window_size, index_heads=self.cfg.index_n_heads
+        )
         ids, streams = input_ids[:n], streams[:n]
         for block, attn in zip(self.net.layers, self.attn, strict=True):
             pre, post, comb = block._mix(streams, "attn")
