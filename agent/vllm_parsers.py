@@ -6,7 +6,8 @@ Registered under one name, ``dsv4_dsml``, through vLLM's own plugin registries:
   to the system message) are rendered by `dsml.encode_messages`, the byte-exact V4 encoder;
 - reasoning parser ``dsv4_dsml``: the text before ``</think>`` is ``reasoning_content``;
 - tool parser ``dsv4_dsml``: DSML tool-call blocks in the rest become OpenAI ``tool_calls``
-  (`dsml.parse_completion` / `dsml.StreamParser`, validated against the request's tools).
+  (`dsml.parse_completion` / `dsml.StreamParser`, validated against the request's tools); when
+  streaming, a call's JSON arguments go out in fragments as its parameters arrive.
 
 The thinking mode follows vLLM's DeepSeek convention: ``chat_template_kwargs={"thinking": false}``
 (or ``enable_thinking``) selects chat mode, thinking otherwise.
@@ -32,7 +33,7 @@ from vllm.reasoning import ReasoningParser, ReasoningParserManager
 from vllm.tool_parsers.abstract_tool_parser import ToolParser, ToolParserManager
 
 import dsml
-from dsml.events import ContentDelta, ToolCallFinished, ToolCallStarted
+from dsml.events import ContentDelta, ToolCallArgumentDelta, ToolCallFinished, ToolCallStarted
 from dsml.tokens import BOS, EOS, THINK_END, THINK_START
 
 NAME = "dsv4_dsml"
@@ -186,6 +187,54 @@ def _openai_call(call: dsml.ToolCall) -> ToolCall:
     )
 
 
+class _ArgumentStream:
+    """One call's arguments as JSON text, sent as its DSML parameters arrive.
+
+    The fragments are a prefix of ``json.dumps(arguments)`` of the validated call: string
+    values are escaped piece by piece (JSON escapes one character at a time), a non-string
+    value is sent re-serialised once complete, and the call's end sends the rest (the last
+    value, ``}``). A value that is not JSON stops the stream; its call fails validation.
+    """
+
+    def __init__(self) -> None:
+        self.sent = ""
+        self.param: str | None = None
+        self.string = True
+        self.raw = ""  # the current non-string value's text
+        self.held = False
+
+    def feed(self, parameter: str, text: str, string: bool) -> str:
+        if self.held:
+            return ""
+        piece = ""
+        if parameter != self.param:
+            if self.param is not None:
+                if self.string:
+                    piece = '"'
+                else:
+                    try:
+                        piece = json.dumps(json.loads(self.raw), ensure_ascii=False)
+                    except ValueError:
+                        self.held = True
+                        return ""
+            opener = "{" if self.param is None else ", "
+            key = json.dumps(parameter, ensure_ascii=False)
+            piece += f"{opener}{key}: " + ('"' if string else "")
+            self.param, self.string, self.raw = parameter, string, ""
+        if string:
+            piece += json.dumps(text, ensure_ascii=False)[1:-1]
+        else:
+            self.raw += text
+        self.sent += piece
+        return piece
+
+    def finish(self, arguments: dict[str, Any]) -> str:
+        final = json.dumps(arguments, ensure_ascii=False)
+        rest = final[len(self.sent) :] if final.startswith(self.sent) else ""
+        self.sent = final
+        return rest
+
+
 class DsmlToolParser(ToolParser):
     """DSML tool-call blocks in the content -> OpenAI tool calls."""
 
@@ -195,6 +244,7 @@ class DsmlToolParser(ToolParser):
     def __init__(self, tokenizer, tools=None) -> None:
         super().__init__(tokenizer, tools)
         self._stream: dsml.StreamParser | None = None
+        self._arguments: dict[int, _ArgumentStream] = {}
 
     def adjust_request(self, request):
         # DSML markers and EOS are special tokens; the parser must see them in the text.
@@ -222,10 +272,21 @@ class DsmlToolParser(ToolParser):
             self._stream = dsml.StreamParser("chat", tools=_request_tools(request) or None)
         content: list[str] = []
         calls: list[DeltaToolCall] = []
+
+        def add_arguments(index: int, text: str) -> None:
+            if not text:
+                return
+            last = calls[-1] if calls else None
+            if last is not None and last.index == index:  # one delta per call and chunk
+                last.function.arguments = (last.function.arguments or "") + text
+            else:
+                calls.append(DeltaToolCall(index=index, function=DeltaFunctionCall(arguments=text)))
+
         for event in self._stream.feed(delta_text):
             if isinstance(event, ContentDelta):
                 content.append(event.text)
             elif isinstance(event, ToolCallStarted):
+                self._arguments[event.index] = _ArgumentStream()
                 calls.append(
                     DeltaToolCall(
                         index=event.index,
@@ -234,11 +295,12 @@ class DsmlToolParser(ToolParser):
                         function=DeltaFunctionCall(name=event.name),
                     )
                 )
+            elif isinstance(event, ToolCallArgumentDelta):
+                stream = self._arguments[event.index]
+                add_arguments(event.index, stream.feed(event.parameter, event.text, event.string))
             elif isinstance(event, ToolCallFinished) and event.call is not None:
-                # Arguments go out whole once validated (DSML values are not JSON fragments).
-                args = json.dumps(event.call.arguments, ensure_ascii=False)
-                calls.append(
-                    DeltaToolCall(index=event.index, function=DeltaFunctionCall(arguments=args))
+                add_arguments(
+                    event.index, self._arguments[event.index].finish(event.call.arguments)
                 )
         if not content and not calls:
             return None

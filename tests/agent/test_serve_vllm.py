@@ -195,3 +195,31 @@ def test_reasoning_parser_splits_reasoning_from_content(checkpoint: Path) -> Non
     # Streaming: the delta that crosses </think> is split between the two fields.
     delta = thinking.extract_reasoning_streaming("I should", text, text[8:], [], [], [])
     assert (delta.reasoning, delta.content) == (" call the tool.", "Let me check.")
+
+
+def test_tool_parser_streams_the_arguments_in_fragments(checkpoint: Path) -> None:
+    """vLLM's streaming path: the call's JSON arguments arrive piece by piece as the DSML
+    parameters do (string values escaped as they come), and join to the validated call's."""
+    from types import SimpleNamespace
+
+    from agent.vllm_parsers import DsmlTokenizer, DsmlToolParser
+
+    parser = DsmlToolParser(DsmlTokenizer.from_pretrained(checkpoint))
+    request = SimpleNamespace(tools=[TOOL])
+    text = CALL_TEXT.replace("Paris", 'Paris "rive gauche"')
+    names, fragments, previous = [], [], ""
+    for i in range(0, len(text), 3):
+        delta = text[i : i + 3]
+        msg = parser.extract_tool_calls_streaming(
+            previous, previous + delta, delta, [], [], [], request
+        )
+        previous += delta
+        for call in msg.tool_calls if msg else []:
+            names += [call.function.name] if call.function.name else []
+            fragments += [call.function.arguments] if call.function.arguments else []
+    assert names == ["get_weather"]
+    assert len(fragments) > 3, fragments
+    want = {"city": 'Paris "rive gauche"', "days": 3}
+    # The string value went out, escaped, before the call ended.
+    assert json.dumps(want["city"])[1:-1] in "".join(fragments[:-1])
+    assert "".join(fragments) == json.dumps(want, ensure_ascii=False)
