@@ -10,7 +10,10 @@ then a short generated reply. Greedy decoding, so both paths write the same toke
   cache (the shared prefix is prefilled once and forked).
 
 Prints tokens/s of both, their ratio, and vLLM's prefix-cache hit rate per turn (vLLM's own
-`prefix_cache_queries` / `prefix_cache_hits` counters over that turn's requests).
+`prefix_cache_queries` / `prefix_cache_hits` counters over that turn's requests). Both sides
+first run two short sessions untimed (one-time allocations are not throughput), on a prefix
+of their own. Wall-clock rates: run it on a quiet machine (the load average is printed before
+and after).
 
     .venv/bin/python bench/vllm_bench.py [--sessions 1 4 16] [--prefix 1536] [--turns 3]
 """
@@ -151,6 +154,9 @@ def main() -> None:
         f"(+{args.suffix} prompt, {args.gen} generated each); torch threads "
         f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}"
     )
+    warm_shared, warm_plans = workload(tok.vocab_size, 2, 256, args.task, 2, args.suffix, 99)
+    run_vllm(backend, warm_shared, warm_plans, args.gen)
+    run_engine(engine, warm_shared, warm_plans, args.gen, tok.eos_id)
     print("| sessions | vLLM tok/s | engine tok/s | ratio | prefix-cache hit % per turn |")
     print("| ---: | ---: | ---: | ---: | --- |")
     seed = 0
@@ -164,6 +170,7 @@ def main() -> None:
         hits = " / ".join(f"{100 * h / q:.1f}" if q else "-" for q, h in per_turn)
         v_rate, e_rate = v_tokens / v_s, e_tokens / e_s
         print(f"| {n} | {v_rate:.1f} | {e_rate:.1f} | {v_rate / e_rate:.2f}x | {hits} |")
+    print(f"# load average at the end {os.getloadavg()[0]:.1f}")
     backend.close()
 
 
