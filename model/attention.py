@@ -9,8 +9,9 @@ from torch import nn
 from model.cache import LayerCache
 from model.compressor import Compressor, simulate_kv_fp8
 from model.config import ModelConfig
+from model.fused import FusedWeight
 from model.indexer import Indexer, select_topk, select_topk_one
-from model.norm import RMSNorm, fp32, rms_normalize
+from model.norm import RMSNorm, fp32, rms_normalize, scalar
 from model.rope import Rotary, StepPositions, rotate
 
 
@@ -116,6 +117,17 @@ class Attention(nn.Module):
             Compressor(cfg.dim, cfg.head_dim, ratio, cfg.norm_eps, rotate=False) if ratio else None
         )
         self.indexer = Indexer(cfg) if ratio == 4 else None
+        # The decode step's products: everything that reads x, and everything that reads qr.
+        reads_x = [self.wq_a, self.wkv]
+        reads_qr = [self.wq_b]
+        if self.compressor is not None:
+            reads_x += [self.compressor.wkv, self.compressor.wgate]
+        if self.indexer is not None:
+            ic = self.indexer.compressor
+            reads_x += [self.indexer.weights_proj, ic.wkv, ic.wgate]
+            reads_qr.append(self.indexer.wq_b)
+        self._reads_x = FusedWeight([m.weight for m in reads_x])
+        self._reads_qr = FusedWeight([m.weight for m in reads_qr])
 
     def forward(
         self,
@@ -132,12 +144,14 @@ class Attention(nn.Module):
         bsz, n, _ = x.shape
         if positions is None:
             positions = StepPositions(starts, n)
+        if n == 1 and not torch.is_grad_enabled():
+            return self._decode(x, starts, caches, positions, quant_sim=quant_sim)
         pos = positions.pos  # [B, n]
         cis = positions.cis(self.rotary)  # [B, n, rd/2]
         fresh = not torch.is_grad_enabled()  # new tensors may be rotated in place
         qr = self.q_norm(self.wq_a(x))
         q = fp32(self.wq_b(qr)).unflatten(-1, (self.n_heads, self.head_dim))
-        q = rms_normalize(q, self.cfg.norm_eps) * self.head_dim**-0.5
+        q = rms_normalize(q, self.cfg.norm_eps) * scalar(self.head_dim**-0.5)
         q = rotate(q, cis.unsqueeze(-2), inplace=fresh)
         kv = rotate(fp32(self.kv_norm(self.wkv(x))), cis, inplace=fresh)  # [B, n, hd]
         if quant_sim:
@@ -188,6 +202,59 @@ class Attention(nn.Module):
             )
         o = outs[0].unsqueeze(0) if bsz == 1 else torch.stack(outs)
         o = rotate(o, cis.conj().unsqueeze(-2), inplace=fresh)
+        return self.project_out(o.to(x.dtype))
+
+    def _decode(
+        self,
+        x: torch.Tensor,
+        starts: list[int],
+        caches: list[LayerCache],
+        positions: StepPositions,
+        *,
+        quant_sim: bool,
+    ) -> torch.Tensor:
+        """`forward` for one new token per sequence, outside autograd: the same maths with
+        each group of projections that reads one input made as one product."""
+        cis = positions.cis(self.rotary)  # [B, 1, rd/2]
+        h = F.linear(x, self._reads_x.weight()).split_with_sizes(self._reads_x.sizes, -1)
+        qr = self.q_norm(h[0])
+        hq = F.linear(qr, self._reads_qr.weight()).split_with_sizes(self._reads_qr.sizes, -1)
+        q = fp32(hq[0]).unflatten(-1, (self.n_heads, self.head_dim))
+        q = rms_normalize(q, self.cfg.norm_eps) * scalar(self.head_dim**-0.5)
+        q = rotate(q, cis.unsqueeze(-2), inplace=True)
+        kv = rotate(fp32(self.kv_norm(h[1])), cis, inplace=True)  # [B, 1, hd]
+        if quant_sim:
+            kv = simulate_kv_fp8(kv, self.rotary, inplace=True)
+        iq = iw = None
+        if self.indexer is not None:
+            iq, iw = self.indexer.finish_queries(hq[1], h[4], cis, quant_sim=quant_sim)
+        outs = []
+        for b, (lc, start) in enumerate(zip(caches, starts, strict=True)):
+            comp_kv = None
+            if self.compressor is not None:
+                entries, lc.comp_state = self.compressor.compress(
+                    fp32(h[2][b]),
+                    fp32(h[3][b]),
+                    start,
+                    lc.comp_state,
+                    self.rotary,
+                    quant_sim=quant_sim,
+                )
+                lc.comp.append(entries)
+                comp_kv = lc.comp.view()
+            if self.indexer is not None:
+                keys, lc.index_state = self.indexer.compressor.compress(
+                    fp32(h[5][b]),
+                    fp32(h[6][b]),
+                    start,
+                    lc.index_state,
+                    self.rotary,
+                    quant_sim=quant_sim,
+                )
+                lc.index_keys.append(keys)
+            outs.append(self._attend_one(q[b, 0], kv[b], lc, start, comp_kv, iq, iw, b))
+        o = outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)
+        o = rotate(o, positions.cis_conj(self.rotary).unsqueeze(-2), inplace=True)
         return self.project_out(o.to(x.dtype))
 
     def _attend_one(

@@ -88,14 +88,27 @@ class Compressor(nn.Module):
         quant_sim: bool,
     ) -> tuple[torch.Tensor, CompressorState]:
         """x [n, dim] at positions start.. -> (new entries [nb, width], new state)."""
+        return self.compress(
+            fp32(self.wkv(x)), fp32(self.wgate(x)), start, state, rotary, quant_sim=quant_sim
+        )
+
+    def compress(
+        self,
+        kv: torch.Tensor,
+        score: torch.Tensor,
+        start: int,
+        state: CompressorState,
+        rotary: Rotary,
+        *,
+        quant_sim: bool,
+    ) -> tuple[torch.Tensor, CompressorState]:
+        """`forward` from the projections kv = wkv(x), score = wgate(x) [n, coff*width] (fp32)."""
         m = state.tail_kv.shape[0]
         if (start - m) % self.ratio:
             raise ValueError(
                 f"compressor state holds {m} tail rows but the new tokens start at {start}; "
                 f"the tail must begin on a multiple of {self.ratio}"
             )
-        kv = fp32(self.wkv(x))
-        score = fp32(self.wgate(x))
         pooled, new_state = compress_blocks(
             kv, score, self.ape, state, ratio=self.ratio, width=self.width
         )

@@ -7,7 +7,7 @@ from torch import nn
 
 from model.compressor import Compressor, simulate_index_fp4
 from model.config import ModelConfig
-from model.norm import fp32
+from model.norm import fp32, scalar
 from model.rope import rotate
 
 # Scores of at most this many (query, entry) pairs are materialised at once.
@@ -36,11 +36,17 @@ class Indexer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(q_I [n, ih, id], head weights [n, ih]) for the new tokens; cis [n, rd/2] their
         RoPE factors (`Rotary.cis`)."""
-        q = fp32(self.wq_b(qr)).unflatten(-1, (self.n_heads, self.head_dim))
+        return self.finish_queries(self.wq_b(qr), self.weights_proj(x), cis, quant_sim=quant_sim)
+
+    def finish_queries(
+        self, q: torch.Tensor, w: torch.Tensor, cis: torch.Tensor, *, quant_sim: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`queries` from the projections q = wq_b(qr) [n, ih*id] and w = weights_proj(x)."""
+        q = fp32(q).unflatten(-1, (self.n_heads, self.head_dim))
         q = rotate(q, cis.unsqueeze(-2), inplace=not torch.is_grad_enabled())
         if quant_sim:
             q = simulate_index_fp4(q)
-        w = fp32(self.weights_proj(x)) * (self.head_dim**-0.5 * self.n_heads**-0.5)
+        w = fp32(w) * scalar(self.head_dim**-0.5 * self.n_heads**-0.5)
         return q, w
 
 

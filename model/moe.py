@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
+from model.fused import FusedWeight
 from model.norm import fp32
 
 
@@ -52,10 +54,9 @@ class Gate(nn.Module):
             weights = weights / weights.sum(-1, keepdim=True)
         return weights * self.route_scale, chosen
 
-    def route_one(self, x: torch.Tensor, token: int | None) -> list[tuple[int, float]]:
-        """`forward` for one token x [1, dim] on Python floats (a dozen tiny tensor ops
-        become one projection): [(expert id, weight)] in slot order."""
-        logits = F.linear(fp32(x), fp32(self.weight))[0].tolist()
+    def route_one(self, logits: list[float], token: int | None) -> list[tuple[int, float]]:
+        """`forward` for one token on Python floats, from its logits x Wg^T (a dozen tiny
+        tensor ops become none): [(expert id, weight)] in slot order."""
         if self.score_func == "sqrtsoftplus":  # softplus as torch computes it (linear above 20)
             scores = [math.sqrt(v if v > 20.0 else math.log1p(math.exp(v))) for v in logits]
         elif self.score_func == "sigmoid":
@@ -85,6 +86,19 @@ class Expert(nn.Module):
         self.w2 = nn.Linear(inter, dim, bias=False)
         self.w3 = nn.Linear(dim, inter, bias=False)
         self.limit = swiglu_limit
+        self._w13 = FusedWeight([self.w1.weight, self.w3.weight], torch.float32)
+
+    def forward_one(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` for one token x [1, dim] fp32 outside autograd (w1 and w3 as one product)."""
+        return F.linear(self.hidden_one(F.linear(x, self._w13.weight())), fp32(self.w2.weight))
+
+    def hidden_one(self, h13: torch.Tensor) -> torch.Tensor:
+        """silu(w1 x) * w3 x, clamped as `forward`, from h13 = [w1 x | w3 x] [1, 2 inter]."""
+        if self.limit > 0:
+            lo, hi = _swiglu_bounds(h13.shape[-1] // 2, self.limit)
+            h13 = torch.clamp(h13, lo, hi)  # both clamps of `forward` in one op
+        gate, up = h13.view(2, -1).unbind(0)
+        return F.silu(gate) * up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = fp32(x)
@@ -94,6 +108,13 @@ class Expert(nn.Module):
             gate = gate.clamp(max=self.limit)
             up = up.clamp(-self.limit, self.limit)
         return F.linear(F.silu(gate) * up, fp32(self.w2.weight))
+
+
+@functools.lru_cache(maxsize=8)
+def _swiglu_bounds(inter: int, limit: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clamp bounds of [gate | up]: gate at most limit, up within +-limit."""
+    lo = torch.cat((torch.full((inter,), -math.inf), torch.full((inter,), -limit)))
+    return lo, torch.full((2 * inter,), limit)
 
 
 class MoE(nn.Module):
@@ -112,6 +133,11 @@ class MoE(nn.Module):
             if cfg.n_shared_experts
             else None
         )
+        # The decode step's one product of x: the router's logits and the shared expert's.
+        reads_x = [self.gate.weight]
+        if self.shared_experts is not None:
+            reads_x += [self.shared_experts.w1.weight, self.shared_experts.w3.weight]
+        self._reads_x = FusedWeight(reads_x, torch.float32)
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
         shape = x.shape
@@ -119,7 +145,7 @@ class MoE(nn.Module):
         if flat.shape[0] == 1 and not torch.is_grad_enabled():
             # one token (decode): routed on Python floats, its k experts in turn
             token = None if ids is None else int(ids.reshape(-1)[0])
-            return self._one_token(flat, self.gate.route_one(flat, token)).to(x.dtype).view(shape)
+            return self._one_token(flat, token).to(x.dtype).view(shape)
         weights, chosen = self.gate(flat, None if ids is None else ids.reshape(-1))
         k = chosen.shape[-1]
         # Group the (token, slot) pairs by expert: one matmul per expert hit, not per token.
@@ -139,12 +165,16 @@ class MoE(nn.Module):
             y = y + self.shared_experts(flat)
         return y.to(x.dtype).view(shape)
 
-    def _one_token(self, x: torch.Tensor, routes: list[tuple[int, float]]) -> torch.Tensor:
+    def _one_token(self, x: torch.Tensor, token: int | None) -> torch.Tensor:
         """x [1, dim] -> [1, dim] fp32; sums in the order of the grouped path (by expert id)."""
+        x = fp32(x)
+        h = F.linear(x, self._reads_x.weight())  # [1, n_experts (+ 2 shared inter)]
+        routes = self.gate.route_one(h[0, : self.n_experts].tolist(), token)
         y = None
         for e, w in sorted(routes):
-            r = self.experts[e](x) * w
-            y = r if y is None else y + r
+            r = self.experts[e].forward_one(x)
+            y = r * w if y is None else torch.add(y, r, alpha=w)
         if self.shared_experts is not None:
-            y = y + self.shared_experts(x)
+            shared = self.shared_experts
+            y = y + F.linear(shared.hidden_one(h[:, self.n_experts :]), fp32(shared.w2.weight))
         return y

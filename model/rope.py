@@ -78,13 +78,21 @@ class StepPositions:
         # [B, n] absolute positions; a decode step (n == 1) needs no arange
         base = torch.tensor(starts).unsqueeze(1)
         self.pos = base if n == 1 else base + torch.arange(n)
-        self._cis: dict[bool, torch.Tensor] = {}
+        self._cis: dict[object, torch.Tensor] = {}
 
     def cis(self, rotary: Rotary) -> torch.Tensor:
         """[B, n, rd/2] complex RoPE factors of these positions under `rotary`."""
         factors = self._cis.get(rotary.compressed)
         if factors is None:
             factors = self._cis[rotary.compressed] = rotary.cis(self.pos)
+        return factors
+
+    def cis_conj(self, rotary: Rotary) -> torch.Tensor:
+        """The conjugate factors (undoing the rotation), as a tensor of its own."""
+        key = (rotary.compressed, True)
+        factors = self._cis.get(key)
+        if factors is None:
+            factors = self._cis[key] = self.cis(rotary).conj().resolve_conj()
         return factors
 
 
