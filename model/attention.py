@@ -128,6 +128,8 @@ class Attention(nn.Module):
             reads_qr.append(self.indexer.wq_b)
         self._reads_x = FusedWeight([m.weight for m in reads_x])
         self._reads_qr = FusedWeight([m.weight for m in reads_qr])
+        self._row_scales_key: tuple[int, int] | None = None
+        self._row_scales_cached = torch.empty(0)
 
     def forward(
         self,
@@ -219,12 +221,17 @@ class Attention(nn.Module):
         h = F.linear(x, self._reads_x.weight()).split_with_sizes(self._reads_x.sizes, -1)
         qr = self.q_norm(h[0])
         hq = F.linear(qr, self._reads_qr.weight()).split_with_sizes(self._reads_qr.sizes, -1)
-        q = fp32(hq[0]).unflatten(-1, (self.n_heads, self.head_dim))
-        q = rms_normalize(q, self.cfg.norm_eps) * scalar(self.head_dim**-0.5)
-        q = rotate(q, cis.unsqueeze(-2), inplace=True)
-        kv = rotate(fp32(self.kv_norm(h[1])), cis, inplace=True)  # [B, 1, hd]
+        # q's heads and kv as the rows of one tensor [B, H + 1, hd]: normalised, scaled (q by
+        # hd^-0.5, kv by kv_norm's weight) and rotated by one op each, not two.
+        bsz, n_heads = x.shape[0], self.n_heads
+        rows = torch.cat((fp32(hq[0]).view(bsz, n_heads, -1), fp32(h[1])), dim=1)
+        rows = rms_normalize(rows, self.cfg.norm_eps) * self._row_scales()
+        if h[1].dtype != torch.float32:  # kv_norm returns x's dtype
+            rows[:, n_heads].copy_(rows[:, n_heads].to(h[1].dtype))
+        rows = rotate(rows, cis, inplace=True)
+        q, kv = rows[:, :n_heads], rows[:, n_heads:]  # [B, H, hd], [B, 1, hd]
         if quant_sim:
-            kv = simulate_kv_fp8(kv, self.rotary, inplace=True)
+            simulate_kv_fp8(kv, self.rotary, inplace=True)
         iq = iw = None
         if self.indexer is not None:
             iq, iw = self.indexer.finish_queries(hq[1], h[4], cis, quant_sim=quant_sim)
@@ -252,10 +259,20 @@ class Attention(nn.Module):
                     quant_sim=quant_sim,
                 )
                 lc.index_keys.append(keys)
-            outs.append(self._attend_one(q[b, 0], kv[b], lc, start, comp_kv, iq, iw, b))
+            outs.append(self._attend_one(q[b], kv[b], lc, start, comp_kv, iq, iw, b))
         o = outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)
         o = rotate(o, positions.cis_conj(self.rotary).unsqueeze(-2), inplace=True)
         return self.project_out(o.to(x.dtype))
+
+    def _row_scales(self) -> torch.Tensor:
+        """[H + 1, hd]: hd^-0.5 for each query head's row, kv_norm's weight for kv's."""
+        w = self.kv_norm.weight
+        key = (w._version, w.data_ptr())
+        if self._row_scales_key != key:
+            q_scale = torch.full((self.n_heads, self.head_dim), self.head_dim**-0.5)
+            self._row_scales_cached = torch.cat((q_scale, w.detach().float().view(1, -1)))
+            self._row_scales_key = key
+        return self._row_scales_cached
 
     def _attend_one(
         self,
@@ -301,4 +318,4 @@ class Attention(nn.Module):
             mid = torch.bmm(grouped.view(g, 1, -1), wa.transpose(1, 2))
         else:
             mid = torch.bmm(grouped.transpose(0, 1), wa.transpose(1, 2)).transpose(0, 1)
-        return self.wo_b(mid.reshape(*lead, -1))
+        return F.linear(mid.reshape(*lead, -1), self.wo_b.weight)

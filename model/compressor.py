@@ -116,7 +116,14 @@ class Compressor(nn.Module):
             return pooled, new_state
         first_block = (start - m) // self.ratio
         positions = (torch.arange(pooled.shape[0]) + first_block) * self.ratio
-        entries = finish_entries(self.norm(pooled), positions, rotary, self.rotate, quant_sim)
+        entries = finish_entries(
+            self.norm(pooled),
+            positions,
+            rotary,
+            self.rotate,
+            quant_sim,
+            inplace=not torch.is_grad_enabled(),
+        )
         return entries, new_state
 
 
@@ -126,11 +133,17 @@ def finish_entries(
     rotary: Rotary,
     rotate: bool,
     quant_sim: bool,
+    *,
+    inplace: bool = False,
 ) -> torch.Tensor:
-    """RoPE at each entry's first token position, then the reference's storage rounding."""
-    entries = rotate_pairs(entries, rotary.cis(positions))
+    """RoPE at each entry's first token position, then the reference's storage rounding.
+
+    inplace: entries is a fresh fp32 tensor outside autograd, rotated and rounded in place."""
+    entries = rotate_pairs(entries, rotary.cis(positions), inplace=inplace)
     if quant_sim:
-        entries = simulate_index_fp4(entries) if rotate else simulate_kv_fp8(entries, rotary)
+        if rotate:
+            return simulate_index_fp4(entries)
+        return simulate_kv_fp8(entries, rotary, inplace=inplace)
     return entries
 
 

@@ -10,8 +10,11 @@ released kernels produce; the indexer additionally rotates its q and keys by a H
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
+
+from model.norm import scalar
 
 FP8_E4M3_MAX = 448.0
 FP4_E2M1_MAX = 6.0
@@ -188,9 +191,12 @@ def fp8_simulate_(x: torch.Tensor, block: int = 64) -> torch.Tensor:
     if x.shape[-1] % block:
         raise ValueError(f"last dim {x.shape[-1]} is not a multiple of the FP8 block {block}")
     blocks = x.unflatten(-1, (-1, block))
-    scale = blocks.abs().amax(-1, keepdim=True).clamp_min_(1e-4).mul_(1.0 / FP8_E4M3_MAX)
+    # max |x| per block in one op (the inf-norm); constants as 0-dim tensors (see `scalar`)
+    scale = torch.linalg.vector_norm(blocks, math.inf, dim=-1, keepdim=True)
+    scale = scale.clamp_min_(scalar(1e-4)).mul_(scalar(1.0 / FP8_E4M3_MAX))
     bits = scale.view(torch.int32)
-    bits.add_(0x7FFFFF).bitwise_and_(-0x800000)  # pow2_ceil, in place
+    i32 = torch.int32
+    bits.add_(scalar(0x7FFFFF, i32)).bitwise_and_(scalar(-0x800000, i32))  # pow2_ceil, in place
     blocks.copy_(blocks.div(scale).to(FP8_DTYPE)).mul_(scale)
     return x
 

@@ -81,20 +81,22 @@ def _mix_weights_scalar(
     s0, s1, s2 = fp32(scale).tolist()
     scales = [s0] * hc + [s1] * hc + [s2] * hc * hc
     out = []
+    tanh, exp = math.tanh, math.exp
     for a in _scaled_mix(x, fn, base, scales, norm_eps):
-        pre = [_sigmoid(v) + eps for v in a[:hc]]
-        post = [2.0 * _sigmoid(v) for v in a[hc : 2 * hc]]
+        # sigmoid(v) = (1 + tanh(v / 2)) / 2, written out (no overflow for large |v|)
+        pre = [0.5 + 0.5 * tanh(0.5 * v) + eps for v in a[:hc]]
+        post = [1.0 + tanh(0.5 * v) for v in a[hc : 2 * hc]]
         comb = []
         for row in range(hc):
             logits = a[(2 + row) * hc : (3 + row) * hc]
             top = max(logits)
-            e = [math.exp(v - top) for v in logits]
+            e = [exp(v - top) for v in logits]
             total = sum(e)
             comb += [v / total + eps for v in e]
         out.append(pre + post + _sinkhorn_4x4(comb, iters, eps))
     weights = torch.tensor(out, dtype=torch.float32).view(*x.shape[:-1], -1)
-    pre, post, comb = weights.split((hc, hc, hc * hc), dim=-1)
-    return pre, post, comb.unflatten(-1, (hc, hc))
+    pre, post, comb = weights.split_with_sizes([hc, hc, hc * hc], -1)
+    return pre, post, comb.view(*x.shape[:-1], hc, hc)
 
 
 def _scaled_mix(

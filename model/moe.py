@@ -88,16 +88,13 @@ class Expert(nn.Module):
         self.limit = swiglu_limit
         self._w13 = FusedWeight([self.w1.weight, self.w3.weight], torch.float32)
 
-    def forward_one(self, x: torch.Tensor) -> torch.Tensor:
-        """`forward` for one token x [1, dim] fp32 outside autograd (w1 and w3 as one product)."""
-        return F.linear(self.hidden_one(F.linear(x, self._w13.weight())), fp32(self.w2.weight))
-
     def hidden_one(self, h13: torch.Tensor) -> torch.Tensor:
-        """silu(w1 x) * w3 x, clamped as `forward`, from h13 = [w1 x | w3 x] [1, 2 inter]."""
+        """silu(w1 x) * w3 x, clamped as `forward`, from h13 = [w1 x | w3 x] [1, 2 inter]
+        (outside autograd; `_w13` makes the two products as one)."""
         if self.limit > 0:
             lo, hi = _swiglu_bounds(h13.shape[-1] // 2, self.limit)
             h13 = torch.clamp(h13, lo, hi)  # both clamps of `forward` in one op
-        gate, up = h13.view(2, -1).unbind(0)
+        gate, up = h13.view(2, 1, -1).unbind(0)  # [1, inter] each
         return F.silu(gate) * up
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -172,9 +169,13 @@ class MoE(nn.Module):
         routes = self.gate.route_one(h[0, : self.n_experts].tolist(), token)
         y = None
         for e, w in sorted(routes):
-            r = self.experts[e].forward_one(x)
-            y = r * w if y is None else torch.add(y, r, alpha=w)
+            ex = self.experts[e]
+            hidden = ex.hidden_one(F.linear(x, ex._w13.weight()))
+            w2 = fp32(ex.w2.weight).t()
+            # y + w * (hidden @ w2^T) as one op once there is a y
+            y = torch.mm(hidden, w2) * w if y is None else torch.addmm(y, hidden, w2, alpha=w)
         if self.shared_experts is not None:
             shared = self.shared_experts
-            y = y + F.linear(shared.hidden_one(h[:, self.n_experts :]), fp32(shared.w2.weight))
+            hidden = shared.hidden_one(h[:, self.n_experts :])
+            y = torch.addmm(y, hidden, fp32(shared.w2.weight).t())
         return y

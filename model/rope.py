@@ -117,7 +117,7 @@ def rotate(x: torch.Tensor, cis: torch.Tensor, *, inplace: bool = False) -> torc
     rd = 2 * cis.shape[-1]
     if inplace and x.dtype == torch.float32:
         try:
-            torch.view_as_complex(x[..., -rd:].unflatten(-1, (-1, 2))).mul_(cis)
+            torch.view_as_complex(torch.unflatten(x[..., -rd:], -1, (-1, 2))).mul_(cis)
             return x
         except RuntimeError:  # a layout complex numbers cannot view: rotate a copy
             pass
