@@ -12,6 +12,8 @@ from model.rope import rotate
 
 # Scores of at most this many (query, entry) pairs are materialised at once.
 _SCORE_BLOCK = 1 << 22
+# A decode step's top-k over many entries looks at chunks of this many first (`_topk_by_chunks`).
+_TOPK_CHUNK = 1024
 
 
 class Indexer(nn.Module):
@@ -110,12 +112,34 @@ def select_topk_one(
     if k == n_entries:
         return scores.topk(k).indices
     # One more than needed: the k-th score is tied with an unchosen entry iff the next equals it.
-    vals, idx = scores.topk(k + 1)
+    vals, idx = _topk_by_chunks(scores, k + 1)
     kth, next_ = vals[k - 1 :].tolist()
     if kth != next_:
         return idx[:k]
     ids = (scores >= kth).nonzero().squeeze(1)  # the tied and better ones, earliest first
     return ids[topk_earliest(scores[ids], k)]
+
+
+def _topk_by_chunks(scores: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """scores.topk(m) for a long 1-D scores: the same values, and the same entries wherever
+    the values are not tied (callers redo tied rows canonically).
+
+    torch.topk over 256K scores costs ~10 passes over them. The m best entries all lie in the
+    m chunks with the highest maxima, or in the tail after the last whole chunk: a chunk
+    outside those has m chunks whose maxima are at least its own maximum, m entries that no
+    entry of it can beat. So: one pass for the chunk maxima, then top-m of m chunks + tail.
+    """
+    n_chunks = scores.shape[0] // _TOPK_CHUNK
+    if n_chunks <= 4 * m:
+        return scores.topk(m)
+    whole = n_chunks * _TOPK_CHUNK
+    chunks = scores[:whole].view(n_chunks, _TOPK_CHUNK)
+    best = chunks.amax(1).topk(m).indices  # [m] chunk ids
+    vals, pos = torch.cat((chunks[best].flatten(), scores[whole:])).topk(m)
+    # Candidate j * C + i is entry best[j] * C + i; the tail (j = m) starts at entry `whole`.
+    region_start = torch.cat((best * _TOPK_CHUNK, best.new_tensor([whole])))
+    region = pos // _TOPK_CHUNK
+    return vals, region_start[region] + (pos - region * _TOPK_CHUNK)
 
 
 def topk_earliest(scores: torch.Tensor, k: int) -> torch.Tensor:
