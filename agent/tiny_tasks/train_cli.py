@@ -64,6 +64,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, default=1536)
     p.add_argument("--muon-lr", type=float, default=0.01)
     p.add_argument("--adamw-lr", type=float, default=0.005)
+    p.add_argument(
+        "--copy-steps",
+        type=int,
+        default=800,
+        help="copy pretraining steps at most before the task data (0: none; it stops early "
+        "once held-out copy accuracy reaches 95%%)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: best on a busy CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -86,7 +93,12 @@ def main(args: argparse.Namespace) -> int:
     from agent.tiny_tasks.drills import copy_drills
     from agent.tiny_tasks.tokenizer_build import build_tokenizer, fixed_strings_for
     from model import DeepseekV4, Tokenizer, save_checkpoint
-    from model.training import TokenDataset, TrainConfig, Trainer, V4ForTraining
+    from model.training import (
+        TokenDataset,
+        TrainConfig,
+        Trainer,
+        V4ForTraining,
+    )
     from tools import default_tools
 
     torch.set_num_threads(args.threads)
@@ -123,17 +135,21 @@ def main(args: argparse.Namespace) -> int:
     model = DeepseekV4(cfg)
     model.init_weights(seed=args.seed)
     log(f"model: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters")
+    wrapped = V4ForTraining(model)
+    copy_minutes = (
+        0.0 if args.export_only else copy_phase(args, work, wrapped, tokenizer, data, log)
+    )
     train_cfg = TrainConfig(
         out_dir=work / "trainer",
         max_steps=args.max_steps,
-        max_minutes=args.minutes,
+        max_minutes=max(1.0, args.minutes - copy_minutes),
         batch_tokens=args.batch_tokens,
         muon_lr=args.muon_lr,
         adamw_lr=args.adamw_lr,
         seed=args.seed,
         pad_id=tokenizer.eos_id,
     )
-    trainer = Trainer(V4ForTraining(model), data, train_cfg)
+    trainer = Trainer(wrapped, data, train_cfg)
     if args.export_only:
         if not trainer.resume():
             log(f"no trainer state in {train_cfg.out_dir}: nothing to export")
@@ -152,3 +168,50 @@ def main(args: argparse.Namespace) -> int:
     shutil.copyfile(tok_path, out / "tokenizer.json")
     log(f"saved {out}")
     return 0
+
+
+def copy_phase(args: argparse.Namespace, work: Path, model, tokenizer, data, log) -> float:
+    """Copy pretraining (model.training.copy_pretrain) over the tokens the task data copies,
+    unless the task phase has already begun (its checkpoint then holds the weights). Returns
+    the minutes it took, which come out of the run's budget; recorded in copy_pretrain.json."""
+    import json
+
+    import numpy as np
+
+    from model.training import CHECKPOINT_NAME, CopyPretrainConfig, copy_pretrain
+
+    record = work / "copy_pretrain.json"
+    if (work / "trainer" / CHECKPOINT_NAME).exists():
+        return json.loads(record.read_text())["minutes"] if record.exists() else 0.0
+    if args.copy_steps <= 0:
+        return 0.0
+    # The tokens to copy: ordinary BPE tokens (not the added V4 specials and fixed prompt
+    # strings) as often as the task data's instructions and tool results hold them, flattened
+    # by a square root. Uniform over the whole vocabulary, most would be rare targets and the
+    # head's rows for them slow to learn: induction came no sooner than 250 steps (vs ~300
+    # steps for 256 items, bench/tiny_copy_probe.py).
+    added = np.array(sorted(tokenizer.backend.get_added_tokens_decoder()), dtype=np.int64)
+    context = np.concatenate([s[~m] for s, m in zip(data.sequences, data.masks, strict=True)])
+    counts = np.bincount(context, minlength=tokenizer.vocab_size).astype(np.float64)
+    counts[added] = 0.0
+    items = np.flatnonzero(counts)
+    weights = np.sqrt(counts[items])
+    weights /= weights.sum()
+    cfg = CopyPretrainConfig(max_steps=args.copy_steps, seed=args.seed)
+    log(f"copy pretraining: up to {cfg.max_steps} steps over {len(items)} tokens")
+    t0 = time.perf_counter()
+    curve = copy_pretrain(
+        model,
+        items,
+        cfg,
+        bos=tokenizer.bos_id,
+        sep=tokenizer.eos_id,
+        pad=tokenizer.eos_id,
+        weights=weights,
+        on_eval=lambda step, loss, acc: log(
+            f"copy step {step}: loss {loss:.3f}, held-out copy accuracy {acc:.3f}"
+        ),
+    )
+    minutes = (time.perf_counter() - t0) / 60
+    record.write_text(json.dumps({"curve": curve, "minutes": minutes}))
+    return minutes

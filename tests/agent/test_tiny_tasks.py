@@ -89,3 +89,28 @@ def test_copy_drills_answer_with_exactly_the_text_to_repeat():
         asked = prompt.split("Repeat exactly: ", 1)[1].removesuffix("<｜Assistant｜><think>")
         turn = parse_completion(completion, "thinking", tools=submit, strict=True)
         assert [c.arguments for c in turn.tool_calls] == [{"summary": asked}]
+
+
+def test_model_train_copy_pretrains_then_trains_and_resumes(tmp_path):
+    # The whole `dsv4 model train` pipeline at toy size: record, tokenize, copy pretraining,
+    # the task phase, export; a second run resumes the task phase without copy pretraining.
+    import argparse
+    import json
+
+    from agent.tiny_tasks import train_cli
+    from model import load_checkpoint
+
+    p = argparse.ArgumentParser()
+    train_cli.add_arguments(p)
+    work, out = tmp_path / "work", tmp_path / "out"
+    argv = ["--work", str(work), "--out", str(out), "--tasks", "9", "--workers", "1"]
+    argv += ["--drills", "4", "--vocab", "600", "--copy-steps", "2", "--max-steps", "2"]
+    assert train_cli.main(p.parse_args(argv)) == 0
+    record = json.loads((work / "copy_pretrain.json").read_text())
+    assert [step for step, _ in record["curve"]] == [0, 2] and record["minutes"] > 0
+    model = load_checkpoint(out)
+    assert model.cfg.quant_sim and model.cfg.window_size == 512
+    first = (work / "copy_pretrain.json").stat().st_mtime_ns
+    argv[argv.index("--max-steps") + 1] = "3"
+    assert train_cli.main(p.parse_args(argv)) == 0
+    assert (work / "copy_pretrain.json").stat().st_mtime_ns == first
