@@ -40,7 +40,8 @@ def _pow2_ceil_normal(x: torch.Tensor) -> torch.Tensor:
     """`pow2_ceil` of fp32 x >= 2**-126 (the simulations clamp their amax above that): a
     non-zero mantissa carries into the exponent, then the mantissa is cleared."""
     bits = x.view(torch.int32)
-    return ((bits + 0x7FFFFF) & -0x800000).view(torch.float32)
+    i32 = torch.int32
+    return ((bits + scalar(0x7FFFFF, i32)) & scalar(-0x800000, i32)).view(torch.float32)
 
 
 def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
@@ -49,9 +50,11 @@ def round_to_e2m1(x: torch.Tensor) -> torch.Tensor:
     e2m1 steps are 0.5 below 2, 1 below 4 and 2 up to 6; within each binade the code's mantissa
     bit is the parity of value/step, so round-half-to-even there is the format's tie rule.
     """
-    mag = x.float().abs().clamp(max=FP4_E2M1_MAX)
-    step = torch.where(mag < 2, 0.5, torch.where(mag < 4, 1.0, 2.0))
-    return torch.copysign(torch.round(mag / step) * step, x.float())
+    x = x.float()
+    mag = x.abs().clamp_max(scalar(FP4_E2M1_MAX))  # constants as 0-dim tensors (see `scalar`)
+    small = torch.where(mag < scalar(4.0), scalar(1.0), scalar(2.0))
+    step = torch.where(mag < scalar(2.0), scalar(0.5), small)
+    return torch.copysign(torch.round(mag / step) * step, x)
 
 
 def e2m1_encode(x: torch.Tensor) -> torch.Tensor:
@@ -206,8 +209,9 @@ def fp4_simulate(x: torch.Tensor, block: int = 32) -> torch.Tensor:
     if x.shape[-1] % block:
         raise ValueError(f"last dim {x.shape[-1]} is not a multiple of the FP4 block {block}")
     blocks = x.float().unflatten(-1, (-1, block))
-    amax = blocks.abs().amax(-1, keepdim=True).clamp_min(FP4_E2M1_MAX * 2.0**-126)
-    scale = _pow2_ceil_normal(amax * (1.0 / FP4_E2M1_MAX))
+    amax = torch.linalg.vector_norm(blocks, math.inf, dim=-1, keepdim=True)  # max |x|
+    amax = torch.clamp_min(amax, scalar(FP4_E2M1_MAX * 2.0**-126))
+    scale = _pow2_ceil_normal(amax * scalar(1.0 / FP4_E2M1_MAX))
     return (round_to_e2m1(blocks / scale) * scale).flatten(-2).to(x.dtype)
 
 

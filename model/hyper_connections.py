@@ -6,6 +6,7 @@ names `hc_attn_fn`, `hc_attn_base`, `hc_attn_scale`, ...), so other backends can
 
 from __future__ import annotations
 
+import array
 import functools
 import math
 
@@ -60,7 +61,7 @@ def _scalar_path(streams: torch.Tensor, hc: int) -> bool:
     computed on Python floats, where each of their ~100 tiny operations costs far less."""
     return (
         hc == 4
-        and streams.numel() <= _SCALAR_MAX * streams.shape[-1] * hc
+        and 0 < streams.numel() <= _SCALAR_MAX * streams.shape[-1] * hc
         and not torch.is_grad_enabled()
         and streams.device.type == "cpu"
     )
@@ -80,7 +81,7 @@ def _mix_weights_scalar(
     ~1e-7 of the fp32 tensor path). x [..., hc*d] fp32."""
     s0, s1, s2 = fp32(scale).tolist()
     scales = [s0] * hc + [s1] * hc + [s2] * hc * hc
-    out = []
+    out = array.array("f")  # fp32, made into a tensor without a copy (torch.tensor: ~4x)
     tanh, exp = math.tanh, math.exp
     for a in _scaled_mix(x, fn, base, scales, norm_eps):
         # sigmoid(v) = (1 + tanh(v / 2)) / 2, written out (no overflow for large |v|)
@@ -93,10 +94,55 @@ def _mix_weights_scalar(
             e = [exp(v - top) for v in logits]
             total = sum(e)
             comb += [v / total + eps for v in e]
-        out.append(pre + post + _sinkhorn_4x4(comb, iters, eps))
-    weights = torch.tensor(out, dtype=torch.float32).view(*x.shape[:-1], -1)
+        out.extend(pre + post + _sinkhorn_4x4(comb, iters, eps))
+    weights = torch.frombuffer(out, dtype=torch.float32).view(*x.shape[:-1], -1)
     pre, post, comb = weights.split_with_sizes([hc, hc, hc * hc], -1)
     return pre, post, comb.view(*x.shape[:-1], hc, hc)
+
+
+def hc_mix_one(
+    streams: torch.Tensor,
+    fn: torch.Tensor,
+    base: torch.Tensor,
+    scale: torch.Tensor,
+    *,
+    sinkhorn_iters: int,
+    eps: float,
+    norm_eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`hc_mix_weights` of one token's streams [hc, d] (fp32, hc = 4, outside autograd), shaped
+    for `hc_collapse_one` / `hc_expand_one`: (pre [1, hc], post [hc, 1], comb^T [hc, hc])."""
+    hc = streams.shape[0]
+    s0, s1, s2 = fp32(scale).tolist()
+    (a,) = _scaled_mix(streams, fn, base, [s0] * hc + [s1] * hc + [s2] * hc * hc, norm_eps)
+    tanh, exp = math.tanh, math.exp
+    out = array.array("f", [0.5 + 0.5 * tanh(0.5 * v) + eps for v in a[:hc]])
+    out.extend([1.0 + tanh(0.5 * v) for v in a[hc : 2 * hc]])
+    comb = []
+    for row in range(hc):
+        logits = a[(2 + row) * hc : (3 + row) * hc]
+        top = max(logits)
+        e = [exp(v - top) for v in logits]
+        total = sum(e)
+        comb += [v / total + eps for v in e]
+    m = _sinkhorn_4x4(comb, sinkhorn_iters, eps)
+    out.extend([m[i + 4 * j] for i in range(4) for j in range(4)])  # transposed
+    pre, post, comb_t = torch.frombuffer(out, dtype=torch.float32).split_with_sizes(
+        [hc, hc, hc * hc]
+    )
+    return pre.view(1, hc), post.view(hc, 1), comb_t.view(hc, hc)
+
+
+def hc_collapse_one(streams: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    """`hc_collapse` of one token: streams [hc, d], pre [1, hc] -> [1, d]."""
+    return torch.mm(pre, streams)
+
+
+def hc_expand_one(
+    out: torch.Tensor, streams: torch.Tensor, post: torch.Tensor, comb_t: torch.Tensor
+) -> torch.Tensor:
+    """`hc_expand` of one token: out [1, d], streams [hc, d], post [hc, 1], comb^T [hc, hc]."""
+    return torch.addmm(torch.mm(comb_t, streams), post, out)
 
 
 def _scaled_mix(

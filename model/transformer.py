@@ -8,7 +8,15 @@ from torch import nn
 from model.attention import Attention
 from model.cache import LayerCache, SequenceCache
 from model.config import ModelConfig
-from model.hyper_connections import hc_collapse, hc_expand, hc_head_collapse, hc_mix_weights
+from model.hyper_connections import (
+    hc_collapse,
+    hc_collapse_one,
+    hc_expand,
+    hc_expand_one,
+    hc_head_collapse,
+    hc_mix_one,
+    hc_mix_weights,
+)
 from model.moe import MoE
 from model.norm import RMSNorm
 from model.rope import StepPositions
@@ -60,6 +68,8 @@ class Block(nn.Module):
         """streams [B, n, hc, dim] -> [B, n, hc, dim]; caches advance by n tokens.
 
         `positions` (of these starts and n) lets the layers of one step share RoPE factors."""
+        if _one_token(streams):
+            return self._forward_one(streams, ids, starts, caches, quant_sim, positions)
         pre, post, comb = self._mix(streams, "attn")
         y = self.attn(
             self.attn_norm(hc_collapse(streams, pre)),
@@ -72,6 +82,44 @@ class Block(nn.Module):
         pre, post, comb = self._mix(streams, "ffn")
         y = self.ffn(self.ffn_norm(hc_collapse(streams, pre)), ids)
         return hc_expand(y, streams, post, comb)
+
+    def _forward_one(
+        self,
+        streams: torch.Tensor,
+        ids: torch.Tensor,
+        starts: list[int],
+        caches: list[LayerCache],
+        quant_sim: bool,
+        positions: StepPositions | None,
+    ) -> torch.Tensor:
+        """`forward` of a decode step's one token: the streams as one [hc, dim] matrix, the
+        mixing weights made in the shapes the products take (no reshaping between them)."""
+        hc, dim = streams.shape[-2:]
+        s = streams.view(hc, dim)
+        cfg = self.cfg
+        mix = dict(sinkhorn_iters=cfg.hc_sinkhorn_iters, eps=cfg.hc_eps, norm_eps=cfg.norm_eps)
+        pre, post, comb_t = hc_mix_one(
+            s, self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale, **mix
+        )
+        x = self.attn_norm(hc_collapse_one(s, pre)).view(1, 1, dim)
+        y = self.attn(x, starts, caches, quant_sim=quant_sim, positions=positions)
+        s = hc_expand_one(y.view(1, dim), s, post, comb_t)
+        pre, post, comb_t = hc_mix_one(
+            s, self.hc_ffn_fn, self.hc_ffn_base, self.hc_ffn_scale, **mix
+        )
+        y = self.ffn(self.ffn_norm(hc_collapse_one(s, pre)).view(1, 1, dim), ids)
+        return hc_expand_one(y.view(1, dim), s, post, comb_t).view(streams.shape)
+
+
+def _one_token(streams: torch.Tensor) -> bool:
+    """A decode step of one sequence in fp32 on the CPU, outside autograd (`hc_mix_one`)."""
+    return (
+        streams.shape[0] * streams.shape[1] == 1
+        and streams.shape[2] == 4
+        and streams.dtype == torch.float32
+        and not torch.is_grad_enabled()
+        and streams.device.type == "cpu"
+    )
 
 
 class MTPBlock(Block):
