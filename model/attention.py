@@ -218,9 +218,9 @@ class Attention(nn.Module):
         """`forward` for one new token per sequence, outside autograd: the same maths with
         each group of projections that reads one input made as one product."""
         cis = positions.cis(self.rotary)  # [B, 1, rd/2]
-        h = F.linear(x, self._reads_x.weight()).split_with_sizes(self._reads_x.sizes, -1)
+        h = self._reads_x.linear(x).split_with_sizes(self._reads_x.sizes, -1)
         qr = self.q_norm(h[0])
-        hq = F.linear(qr, self._reads_qr.weight()).split_with_sizes(self._reads_qr.sizes, -1)
+        hq = self._reads_qr.linear(qr).split_with_sizes(self._reads_qr.sizes, -1)
         # q's heads and kv as the rows of one tensor [B, H + 1, hd]: normalised, scaled (q by
         # hd^-0.5, kv by kv_norm's weight) and rotated by one op each, not two.
         bsz, n_heads = x.shape[0], self.n_heads

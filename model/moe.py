@@ -165,12 +165,12 @@ class MoE(nn.Module):
     def _one_token(self, x: torch.Tensor, token: int | None) -> torch.Tensor:
         """x [1, dim] -> [1, dim] fp32; sums in the order of the grouped path (by expert id)."""
         x = fp32(x)
-        h = F.linear(x, self._reads_x.weight())  # [1, n_experts (+ 2 shared inter)]
+        h = self._reads_x.linear(x)  # [1, n_experts (+ 2 shared inter)]
         routes = self.gate.route_one(h[0, : self.n_experts].tolist(), token)
         y = None
         for e, w in sorted(routes):
             ex = self.experts[e]
-            hidden = ex.hidden_one(F.linear(x, ex._w13.weight()))
+            hidden = ex.hidden_one(ex._w13.linear(x))
             w2 = fp32(ex.w2.weight).t()
             # y + w * (hidden @ w2^T) as one op once there is a y
             y = torch.mm(hidden, w2) * w if y is None else torch.addmm(y, hidden, w2, alpha=w)

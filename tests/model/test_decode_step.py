@@ -42,3 +42,21 @@ def test_chunked_topk_finds_the_same_values_and_untied_entries():
                 assert torch.equal(scores[idx], vals)
                 if scores is distinct and want.values[-1] > 0:
                     assert torch.equal(idx.sort().values, want.indices.sort().values)
+
+
+def test_weights_over_the_fuse_limit_are_used_as_they_are(monkeypatch):
+    import model.fused
+
+    monkeypatch.setattr(model.fused, "FUSE_MAX_BYTES", 0)  # as a real checkpoint's weights
+    torch.manual_seed(0)
+    net = DeepseekV4(ModelConfig.preset("tiny", quant_sim=False))
+    engine = Engine(net)
+    ids = torch.randint(0, 8192, (40,), generator=torch.Generator().manual_seed(2)).tolist()
+    s = engine.new_session()
+    engine.extend(s, ids[:39])
+    decoded = engine.extend(s, ids[39:])
+    full = net(torch.tensor([ids]))[0, -1]
+    assert (decoded - full).abs().max().item() <= 1e-4
+    fused = [m for mod in net.modules() for m in vars(mod).values()]
+    fused = [f for f in fused if isinstance(f, model.fused.FusedWeight)]
+    assert fused and all(not f.fused and f._weight.numel() == 0 for f in fused)  # no copies
