@@ -217,9 +217,13 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """`forward` for one new token per sequence, outside autograd: the same maths with
         each group of projections that reads one input made as one product."""
-        cis = positions.cis(self.rotary)  # [B, 1, rd/2]
+        # Submodules read from their dict (nn.Module's __getattr__ costs ~0.5 us a name; None
+        # is kept outside it) and called at their methods (the decode step runs no hooks).
+        m = self._modules
+        rotary, compressor, indexer = m["rotary"], m.get("compressor"), m.get("indexer")
+        cis = positions.cis(rotary)  # [B, 1, rd/2]
         h = self._reads_x.linear(x).split_with_sizes(self._reads_x.sizes, -1)
-        qr = self.q_norm(h[0])
+        qr = m["q_norm"].forward(h[0])
         hq = self._reads_qr.linear(qr).split_with_sizes(self._reads_qr.sizes, -1)
         # q's heads and kv as the rows of one tensor [B, H + 1, hd]: normalised, scaled (q by
         # hd^-0.5, kv by kv_norm's weight) and rotated by one op each, not two.
@@ -231,42 +235,42 @@ class Attention(nn.Module):
         rows = rotate(rows, cis, inplace=True)
         q, kv = rows[:, :n_heads], rows[:, n_heads:]  # [B, H, hd], [B, 1, hd]
         if quant_sim:
-            simulate_kv_fp8(kv, self.rotary, inplace=True)
+            simulate_kv_fp8(kv, rotary, inplace=True)
         iq = iw = None
-        if self.indexer is not None:
-            iq, iw = self.indexer.finish_queries(hq[1], h[4], cis, quant_sim=quant_sim)
+        if indexer is not None:
+            iq, iw = indexer.finish_queries(hq[1], h[4], cis, quant_sim=quant_sim)
         outs = []
         for b, (lc, start) in enumerate(zip(caches, starts, strict=True)):
             comp_kv = None
-            if self.compressor is not None:
-                entries, lc.comp_state = self.compressor.compress(
+            if compressor is not None:
+                entries, lc.comp_state = compressor.compress(
                     fp32(h[2][b]),
                     fp32(h[3][b]),
                     start,
                     lc.comp_state,
-                    self.rotary,
+                    rotary,
                     quant_sim=quant_sim,
                 )
                 lc.comp.append(entries)
                 comp_kv = lc.comp.view()
-            if self.indexer is not None:
-                keys, lc.index_state = self.indexer.compressor.compress(
+            if indexer is not None:
+                keys, lc.index_state = indexer._modules["compressor"].compress(
                     fp32(h[5][b]),
                     fp32(h[6][b]),
                     start,
                     lc.index_state,
-                    self.rotary,
+                    rotary,
                     quant_sim=quant_sim,
                 )
                 lc.index_keys.append(keys)
             outs.append(self._attend_one(q[b], kv[b], lc, start, comp_kv, iq, iw, b))
         o = outs[0].unsqueeze(0) if len(outs) == 1 else torch.stack(outs)
-        o = rotate(o, positions.cis_conj(self.rotary).unsqueeze(-2), inplace=True)
+        o = rotate(o, positions.cis_conj(rotary).unsqueeze(-2), inplace=True)
         return self.project_out(o.to(x.dtype))
 
     def _row_scales(self) -> torch.Tensor:
         """[H + 1, hd]: hd^-0.5 for each query head's row, kv_norm's weight for kv's."""
-        w = self.kv_norm.weight
+        w = self._modules["kv_norm"]._parameters["weight"]
         key = (w._version, w.data_ptr())
         if self._row_scales_key != key:
             q_scale = torch.full((self.n_heads, self.head_dim), self.head_dim**-0.5)
@@ -292,13 +296,14 @@ class Attention(nn.Module):
         if win.shape[0] >= self.window:  # the oldest position leaves the window
             win = win[1 - self.window :] if self.window > 1 else win[:0]
         win = lc.window = torch.cat((win, kv))  # positions pos - len + 1 .. pos
-        sink = fp32(self.attn_sink).unsqueeze(1)  # [H, 1]
+        sink = fp32(self._parameters["attn_sink"]).unsqueeze(1)  # [H, 1]
         if comp_kv is None:
             probs = torch.softmax(torch.cat((F.linear(q, win), sink), dim=1), dim=1)
             return (probs[:, :-1] @ win).unsqueeze(0)
         comp_kv = comp_kv[: (pos + 1) // self.ratio]  # the entries this token may see
         if iq is not None:  # CSA: the indexer's top-k entries join the window's keys
-            chosen = select_topk_one(iq[b, 0], iw[b, 0], lc.index_keys.view(), self.indexer.topk)
+            topk = self._modules["indexer"].topk
+            chosen = select_topk_one(iq[b, 0], iw[b, 0], lc.index_keys.view(), topk)
             keys = torch.cat((win, comp_kv[chosen]))
             probs = torch.softmax(torch.cat((F.linear(q, keys), sink), dim=1), dim=1)
             return (probs[:, :-1] @ keys).unsqueeze(0)
@@ -312,10 +317,11 @@ class Attention(nn.Module):
         """Grouped low-rank output: heads split into g groups, wo_a per group, then wo_b."""
         g = self.cfg.o_groups
         lead = o.shape[:-2]
-        wa = self.wo_a.weight.view(g, self.cfg.o_lora_rank, -1)  # [g, r, i]
+        m = self._modules  # not __getattr__ (~0.5 us a name)
+        wa = m["wo_a"]._parameters["weight"].view(g, self.cfg.o_lora_rank, -1)  # [g, r, i]
         grouped = o.reshape(-1, g, o.shape[-2] * o.shape[-1] // g)  # [N, g, i]
         if grouped.shape[0] == 1:  # one token: [g, 1, i] and [g, 1, r] are plain views
             mid = torch.bmm(grouped.view(g, 1, -1), wa.transpose(1, 2))
         else:
             mid = torch.bmm(grouped.transpose(0, 1), wa.transpose(1, 2)).transpose(0, 1)
-        return F.linear(mid.reshape(*lead, -1), self.wo_b.weight)
+        return F.linear(mid.reshape(*lead, -1), m["wo_b"]._parameters["weight"])

@@ -110,7 +110,7 @@ class Compressor(nn.Module):
                 f"the tail must begin on a multiple of {self.ratio}"
             )
         pooled, new_state = compress_blocks(
-            kv, score, self.ape, state, ratio=self.ratio, width=self.width
+            kv, score, self._parameters["ape"], state, ratio=self.ratio, width=self.width
         )
         if pooled.shape[0] == 0:
             return pooled, new_state

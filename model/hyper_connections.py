@@ -113,23 +113,27 @@ def hc_mix_one(
     """`hc_mix_weights` of one token's streams [hc, d] (fp32, hc = 4, outside autograd), shaped
     for `hc_collapse_one` / `hc_expand_one`: (pre [1, hc], post [hc, 1], comb^T [hc, hc])."""
     hc = streams.shape[0]
-    s0, s1, s2 = fp32(scale).tolist()
-    (a,) = _scaled_mix(streams, fn, base, [s0] * hc + [s1] * hc + [s2] * hc * hc, norm_eps)
+    x = streams.reshape(-1)
+    # fn x as one matrix-vector product and |x|^2 as a dot product: each cheaper to call than
+    # linear and vector_norm of a [1, hc*d] row.
+    mix = torch.mv(fp32(fn), x).tolist()
+    r = 1.0 / math.sqrt(torch.dot(x, x).item() / x.shape[0] + norm_eps)
+    r0, r1, r2 = (r * v for v in fp32(scale).tolist())
+    b = fp32(base).tolist()
     tanh, exp = math.tanh, math.exp
-    out = array.array("f", [0.5 + 0.5 * tanh(0.5 * v) + eps for v in a[:hc]])
-    out.extend([1.0 + tanh(0.5 * v) for v in a[hc : 2 * hc]])
+    # sigmoid(v) = (1 + tanh(v / 2)) / 2, written out (no overflow for large |v|)
+    out = array.array("f", [0.5 + 0.5 * tanh(0.5 * (mix[i] * r0 + b[i])) + eps for i in range(hc)])
+    out.extend([1.0 + tanh(0.5 * (mix[i] * r1 + b[i])) for i in range(hc, 2 * hc)])
     comb = []
-    for row in range(hc):
-        logits = a[(2 + row) * hc : (3 + row) * hc]
+    for row in range(2 * hc, (2 + hc) * hc, hc):
+        logits = [mix[i] * r2 + b[i] for i in range(row, row + hc)]
         top = max(logits)
         e = [exp(v - top) for v in logits]
         total = sum(e)
         comb += [v / total + eps for v in e]
-    m = _sinkhorn_4x4(comb, sinkhorn_iters, eps)
-    out.extend([m[i + 4 * j] for i in range(4) for j in range(4)])  # transposed
-    pre, post, comb_t = torch.frombuffer(out, dtype=torch.float32).split_with_sizes(
-        [hc, hc, hc * hc]
-    )
+    out.extend(_sinkhorn_4x4_cols(comb, sinkhorn_iters, eps))  # column-major: comb^T
+    w = torch.frombuffer(out, dtype=torch.float32)
+    pre, post, comb_t = w.split_with_sizes([hc, hc, hc * hc])
     return pre.view(1, hc), post.view(hc, 1), comb_t.view(hc, hc)
 
 
@@ -235,24 +239,76 @@ def _sinkhorn_numpy(comb: np.ndarray, iters: int, eps: float) -> np.ndarray:
 
 def _sinkhorn_4x4(m: list[float], iters: int, eps: float) -> list[float]:
     """Sinkhorn of one row-major 4x4 matrix on Python floats (double precision, then rounded
-    to fp32 by the caller: within ~1e-7 of the fp32 loop)."""
+    to fp32 by the caller: within ~1e-7 of the fp32 loop), row-major."""
+    t = _sinkhorn_4x4_cols(m, iters, eps)
+    return t[0::4] + t[1::4] + t[2::4] + t[3::4]
+
+
+def _sinkhorn_4x4_cols(m: list[float], iters: int, eps: float) -> list[float]:
+    """`_sinkhorn_4x4`, the result column-major (the transpose `hc_mix_one` wants). Written
+    out: per row or column one reciprocal and four products, one statement each (assigning
+    four quotients as a tuple builds and unpacks it: ~25% slower in all)."""
     a, b, c, d, e, f, g, h, i, j, k, l_, m_, n, o, p = m
-    for it in range(iters):
-        if it:  # rows (the first round normalises columns only)
-            s = a + b + c + d + eps
-            a, b, c, d = a / s, b / s, c / s, d / s
-            s = e + f + g + h + eps
-            e, f, g, h = e / s, f / s, g / s, h / s
-            s = i + j + k + l_ + eps
-            i, j, k, l_ = i / s, j / s, k / s, l_ / s
-            s = m_ + n + o + p + eps
-            m_, n, o, p = m_ / s, n / s, o / s, p / s
-        s = a + e + i + m_ + eps
-        a, e, i, m_ = a / s, e / s, i / s, m_ / s
-        s = b + f + j + n + eps
-        b, f, j, n = b / s, f / s, j / s, n / s
-        s = c + g + k + o + eps
-        c, g, k, o = c / s, g / s, k / s, o / s
-        s = d + h + l_ + p + eps
-        d, h, l_, p = d / s, h / s, l_ / s, p / s
-    return [a, b, c, d, e, f, g, h, i, j, k, l_, m_, n, o, p]
+    # the first round normalises columns only
+    s = 1.0 / (a + e + i + m_ + eps)
+    a *= s
+    e *= s
+    i *= s
+    m_ *= s
+    s = 1.0 / (b + f + j + n + eps)
+    b *= s
+    f *= s
+    j *= s
+    n *= s
+    s = 1.0 / (c + g + k + o + eps)
+    c *= s
+    g *= s
+    k *= s
+    o *= s
+    s = 1.0 / (d + h + l_ + p + eps)
+    d *= s
+    h *= s
+    l_ *= s
+    p *= s
+    for _ in range(iters - 1):
+        s = 1.0 / (a + b + c + d + eps)
+        a *= s
+        b *= s
+        c *= s
+        d *= s
+        s = 1.0 / (e + f + g + h + eps)
+        e *= s
+        f *= s
+        g *= s
+        h *= s
+        s = 1.0 / (i + j + k + l_ + eps)
+        i *= s
+        j *= s
+        k *= s
+        l_ *= s
+        s = 1.0 / (m_ + n + o + p + eps)
+        m_ *= s
+        n *= s
+        o *= s
+        p *= s
+        s = 1.0 / (a + e + i + m_ + eps)
+        a *= s
+        e *= s
+        i *= s
+        m_ *= s
+        s = 1.0 / (b + f + j + n + eps)
+        b *= s
+        f *= s
+        j *= s
+        n *= s
+        s = 1.0 / (c + g + k + o + eps)
+        c *= s
+        g *= s
+        k *= s
+        o *= s
+        s = 1.0 / (d + h + l_ + p + eps)
+        d *= s
+        h *= s
+        l_ *= s
+        p *= s
+    return [a, e, i, m_, b, f, j, n, c, g, k, o, d, h, l_, p]
