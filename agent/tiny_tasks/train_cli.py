@@ -50,7 +50,7 @@ def tiny_model_config(vocab_size: int):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=SHIPPED_DIR, help="checkpoint directory to write")
     p.add_argument("--work", type=Path, default=DEFAULT_WORK, help="data and trainer state")
-    p.add_argument("--tasks", type=int, default=4000, help="expert demonstrations to record")
+    p.add_argument("--tasks", type=int, default=8000, help="expert demonstrations to record")
     p.add_argument("--workers", type=int, default=4, help="processes recording demonstrations")
     p.add_argument(
         "--drills",
