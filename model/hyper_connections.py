@@ -112,25 +112,37 @@ def hc_mix_one(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`hc_mix_weights` of one token's streams [hc, d] (fp32, hc = 4, outside autograd), shaped
     for `hc_collapse_one` / `hc_expand_one`: (pre [1, hc], post [hc, 1], comb^T [hc, hc])."""
-    hc = streams.shape[0]
+    hc = streams.shape[0]  # 4: the weights below are written out for it (no inner loops)
     x = streams.reshape(-1)
     # fn x as one matrix-vector product and |x|^2 as a dot product: each cheaper to call than
     # linear and vector_norm of a [1, hc*d] row.
     mix = torch.mv(fp32(fn), x).tolist()
     r = 1.0 / math.sqrt(torch.dot(x, x).item() / x.shape[0] + norm_eps)
-    r0, r1, r2 = (r * v for v in fp32(scale).tolist())
-    b = fp32(base).tolist()
+    s0, s1, s2 = fp32(scale).tolist()
+    scales = [r * s0] * 4 + [r * s1] * 4 + [r * s2] * 16
+    a = [v * q + c for v, q, c in zip(mix, scales, fp32(base).tolist(), strict=True)]
     tanh, exp = math.tanh, math.exp
     # sigmoid(v) = (1 + tanh(v / 2)) / 2, written out (no overflow for large |v|)
-    out = array.array("f", [0.5 + 0.5 * tanh(0.5 * (mix[i] * r0 + b[i])) + eps for i in range(hc)])
-    out.extend([1.0 + tanh(0.5 * (mix[i] * r1 + b[i])) for i in range(hc, 2 * hc)])
-    comb = []
-    for row in range(2 * hc, (2 + hc) * hc, hc):
-        logits = [mix[i] * r2 + b[i] for i in range(row, row + hc)]
-        top = max(logits)
-        e = [exp(v - top) for v in logits]
-        total = sum(e)
-        comb += [v / total + eps for v in e]
+    out = array.array(
+        "f",
+        (
+            0.5 + 0.5 * tanh(0.5 * a[0]) + eps,
+            0.5 + 0.5 * tanh(0.5 * a[1]) + eps,
+            0.5 + 0.5 * tanh(0.5 * a[2]) + eps,
+            0.5 + 0.5 * tanh(0.5 * a[3]) + eps,
+            1.0 + tanh(0.5 * a[4]),
+            1.0 + tanh(0.5 * a[5]),
+            1.0 + tanh(0.5 * a[6]),
+            1.0 + tanh(0.5 * a[7]),
+        ),
+    )
+    comb: list[float] = []
+    for k in (8, 12, 16, 20):  # each row's softmax
+        l0, l1, l2, l3 = a[k : k + 4]
+        top = max(l0, l1, l2, l3)
+        e0, e1, e2, e3 = exp(l0 - top), exp(l1 - top), exp(l2 - top), exp(l3 - top)
+        t = 1.0 / (e0 + e1 + e2 + e3)
+        comb += (e0 * t + eps, e1 * t + eps, e2 * t + eps, e3 * t + eps)
     out.extend(_sinkhorn_4x4_cols(comb, sinkhorn_iters, eps))  # column-major: comb^T
     w = torch.frombuffer(out, dtype=torch.float32)
     pre, post, comb_t = w.split_with_sizes([hc, hc, hc * hc])

@@ -17,7 +17,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
+        w = self._parameters["weight"]  # not nn.Module.__getattr__ (~0.5 us; ~20 calls a step)
         if x.dtype == w.dtype == torch.float32:  # no conversions (decode calls this ~30 times)
             return rms_normalize(x, self.eps) * w
         return (rms_normalize(x.float(), self.eps) * w.float()).to(x.dtype)
