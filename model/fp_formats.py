@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
 from model.norm import scalar
@@ -193,6 +194,10 @@ def fp8_simulate_(x: torch.Tensor, block: int = 64) -> torch.Tensor:
     |x| / scale <= 448 exactly."""
     if x.shape[-1] % block:
         raise ValueError(f"last dim {x.shape[-1]} is not a multiple of the FP8 block {block}")
+    if x.numel() == block:  # one block (a decode step's kv): the scale as a Python float
+        scale = _fp8_scale(torch.linalg.vector_norm(x, math.inf).item())
+        # a power of two: dividing and multiplying by it are exact, as with the tensor scale
+        return x.copy_(x.div(scale).to(FP8_DTYPE)).mul_(scale)
     blocks = x.unflatten(-1, (-1, block))
     # max |x| per block in one op (the inf-norm); constants as 0-dim tensors (see `scalar`)
     scale = torch.linalg.vector_norm(blocks, math.inf, dim=-1, keepdim=True)
@@ -202,6 +207,18 @@ def fp8_simulate_(x: torch.Tensor, block: int = 64) -> torch.Tensor:
     bits.add_(scalar(0x7FFFFF, i32)).bitwise_and_(scalar(-0x800000, i32))  # pow2_ceil, in place
     blocks.copy_(blocks.div(scale).to(FP8_DTYPE)).mul_(scale)
     return x
+
+
+def _fp8_scale(amax: float) -> float:
+    """The ue8m0 scale of `fp8_simulate_` for one block's max |x|, in the same fp32 steps:
+    clamped at 1e-4, times 1/448 (each rounded to fp32), then up to a power of two."""
+    v = float(np.float32(max(amax, _FP8_AMAX_FLOOR)) * _FP8_INV_MAX)
+    mantissa, exponent = math.frexp(v)
+    return v if mantissa == 0.5 else math.ldexp(1.0, exponent)
+
+
+_FP8_AMAX_FLOOR = float(np.float32(1e-4))
+_FP8_INV_MAX = np.float32(1.0 / FP8_E4M3_MAX)
 
 
 def fp4_simulate(x: torch.Tensor, block: int = 32) -> torch.Tensor:

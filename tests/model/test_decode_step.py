@@ -60,3 +60,19 @@ def test_weights_over_the_fuse_limit_are_used_as_they_are(monkeypatch):
     fused = [m for mod in net.modules() for m in vars(mod).values()]
     fused = [f for f in fused if isinstance(f, model.fused.FusedWeight)]
     assert fused and all(not f.fused and f._weight.numel() == 0 for f in fused)  # no copies
+
+
+def test_fp8_rounding_of_one_block_matches_the_blocked_tensor_path():
+    from model.fp_formats import fp8_simulate, fp8_simulate_
+
+    g = torch.Generator().manual_seed(0)
+    for t in range(2000):
+        x = torch.randn(1, 1, 128, generator=g) * 2.0 ** (t % 19 - 12)
+        if t % 7 == 0:
+            x[..., :64] = 0  # the 1e-4 floor of max |x|
+        if t % 11 == 0:
+            x[..., 3] = 448 * 2.0 ** (t % 13 - 6)  # a scale that is already a power of two
+        want = torch.cat((fp8_simulate(x[..., :64], 64), x[..., 64:]), dim=-1)
+        got = x.clone()
+        fp8_simulate_(got[..., :64], 64)  # one block: the scale as a Python float
+        assert torch.equal(got, want)
