@@ -110,7 +110,12 @@ def dense_model(model: DeepseekV4) -> DeepseekV4:
     dense.load_state_dict(model.state_dict())
     dense.quant_sim = model.quant_sim
     for layer in dense.layers:
-        layer.attn.forward = dense_attention_forward.__get__(layer.attn)
+        attn = layer.attn
+        attn.forward = dense_attention_forward.__get__(attn)
+        # A decode step's block enters attention at `_decode`, not through `forward`.
+        attn._decode = lambda x, starts, caches, positions, *, quant_sim, a=attn: (
+            dense_attention_forward(a, x, starts, caches, quant_sim=quant_sim, positions=positions)
+        )
     cfg = model.cfg
 
     def new_cache() -> SequenceCache:
