@@ -261,48 +261,28 @@ def _sinkhorn_4x4_cols(m: list[float], iters: int, eps: float) -> list[float]:
     out: per row or column one reciprocal and four products, one statement each (assigning
     four quotients as a tuple builds and unpacks it: ~25% slower in all)."""
     a, b, c, d, e, f, g, h, i, j, k, l_, m_, n, o, p = m
-    # the first round normalises columns only
-    s = 1.0 / (a + e + i + m_ + eps)
-    a *= s
-    e *= s
-    i *= s
-    m_ *= s
-    s = 1.0 / (b + f + j + n + eps)
-    b *= s
-    f *= s
-    j *= s
-    n *= s
-    s = 1.0 / (c + g + k + o + eps)
-    c *= s
-    g *= s
-    k *= s
-    o *= s
-    s = 1.0 / (d + h + l_ + p + eps)
-    d *= s
-    h *= s
-    l_ *= s
-    p *= s
-    for _ in range(iters - 1):
-        s = 1.0 / (a + b + c + d + eps)
-        a *= s
-        b *= s
-        c *= s
-        d *= s
-        s = 1.0 / (e + f + g + h + eps)
-        e *= s
-        f *= s
-        g *= s
-        h *= s
-        s = 1.0 / (i + j + k + l_ + eps)
-        i *= s
-        j *= s
-        k *= s
-        l_ *= s
-        s = 1.0 / (m_ + n + o + p + eps)
-        m_ *= s
-        n *= s
-        o *= s
-        p *= s
+    for it in range(iters):
+        if it:  # rows (the first round normalises columns only)
+            s = 1.0 / (a + b + c + d + eps)
+            a *= s
+            b *= s
+            c *= s
+            d *= s
+            s = 1.0 / (e + f + g + h + eps)
+            e *= s
+            f *= s
+            g *= s
+            h *= s
+            s = 1.0 / (i + j + k + l_ + eps)
+            i *= s
+            j *= s
+            k *= s
+            l_ *= s
+            s = 1.0 / (m_ + n + o + p + eps)
+            m_ *= s
+            n *= s
+            o *= s
+            p *= s
         s = 1.0 / (a + e + i + m_ + eps)
         a *= s
         e *= s
