@@ -54,21 +54,30 @@ def suggested_pattern(tool: str, arguments: dict) -> str:
     return "*"
 
 
+def _diff_lines(text: str) -> list[str]:
+    """Lines for difflib, the last one ended too: a fragment without a final newline (an edit's
+    `hotle_frost` -> `hotel_frost`) would otherwise print as one line `-hotle_frost+hotel_frost`."""
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    return lines
+
+
 def call_preview(tool: str, arguments: dict) -> RenderableType:
     """The exact command, or the change a file tool would make, as the user should see it."""
     if "command" in arguments:
         return Syntax(str(arguments["command"]), "bash", word_wrap=True, theme="ansi_dark")
     path = str(arguments.get("path", ""))
     if "new_str" in arguments:
-        old = str(arguments.get("old_str") or "").splitlines(keepends=True)
-        new = str(arguments["new_str"]).splitlines(keepends=True)
+        old = _diff_lines(str(arguments.get("old_str") or ""))
+        new = _diff_lines(str(arguments["new_str"]))
         where = (
             f" (insert after line {arguments['insert_line']})" if "insert_line" in arguments else ""
         )
         diff = "".join(difflib.unified_diff(old, new, f"a/{path}", f"b/{path}{where}"))
         return diff_text(diff)
     if "content" in arguments:
-        lines = str(arguments["content"]).splitlines(keepends=True)
+        lines = _diff_lines(str(arguments["content"]))
         diff = "".join(difflib.unified_diff([], lines, f"a/{path}", f"b/{path} (whole file)"))
         return diff_text(diff)
     return Text(json.dumps(arguments, ensure_ascii=False, indent=2))
