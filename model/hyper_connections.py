@@ -9,6 +9,7 @@ from __future__ import annotations
 import array
 import functools
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -82,19 +83,8 @@ def _mix_weights_scalar(
     s0, s1, s2 = fp32(scale).tolist()
     scales = [s0] * hc + [s1] * hc + [s2] * hc * hc
     out = array.array("f")  # fp32, made into a tensor without a copy (torch.tensor: ~4x)
-    tanh, exp = math.tanh, math.exp
     for a in _scaled_mix(x, fn, base, scales, norm_eps):
-        # sigmoid(v) = (1 + tanh(v / 2)) / 2, written out (no overflow for large |v|)
-        pre = [0.5 + 0.5 * tanh(0.5 * v) + eps for v in a[:hc]]
-        post = [1.0 + tanh(0.5 * v) for v in a[hc : 2 * hc]]
-        comb = []
-        for row in range(hc):
-            logits = a[(2 + row) * hc : (3 + row) * hc]
-            top = max(logits)
-            e = [exp(v - top) for v in logits]
-            total = sum(e)
-            comb += [v / total + eps for v in e]
-        out.extend(pre + post + _sinkhorn_4x4(comb, iters, eps))
+        out.extend(_token_weights(a, iters, eps, sinkhorn=_sinkhorn_4x4))
     weights = torch.frombuffer(out, dtype=torch.float32).view(*x.shape[:-1], -1)
     pre, post, comb = weights.split_with_sizes([hc, hc, hc * hc], -1)
     return pre, post, comb.view(*x.shape[:-1], hc, hc)
@@ -121,21 +111,30 @@ def hc_mix_one(
     s0, s1, s2 = fp32(scale).tolist()
     scales = [r * s0] * 4 + [r * s1] * 4 + [r * s2] * 16
     a = [v * q + c for v, q, c in zip(mix, scales, fp32(base).tolist(), strict=True)]
+    # column-major comb: comb^T, the shape `hc_expand_one` takes
+    out = array.array("f", _token_weights(a, sinkhorn_iters, eps, sinkhorn=_sinkhorn_4x4_cols))
+    w = torch.frombuffer(out, dtype=torch.float32)
+    pre, post, comb_t = w.split_with_sizes([hc, hc, hc * hc])
+    return pre.view(1, hc), post.view(hc, 1), comb_t.view(hc, hc)
+
+
+def _token_weights(
+    a: list[float], iters: int, eps: float, *, sinkhorn: Callable[..., list[float]]
+) -> list[float]:
+    """One token's mixing weights (hc = 4) from its 24 scaled logits `a`: pre (4), post (4) and
+    comb (16, Sinkhorn-normalised; its layout is `sinkhorn`'s), written out for hc = 4."""
     tanh, exp = math.tanh, math.exp
     # sigmoid(v) = (1 + tanh(v / 2)) / 2, written out (no overflow for large |v|)
-    out = array.array(
-        "f",
-        (
-            0.5 + 0.5 * tanh(0.5 * a[0]) + eps,
-            0.5 + 0.5 * tanh(0.5 * a[1]) + eps,
-            0.5 + 0.5 * tanh(0.5 * a[2]) + eps,
-            0.5 + 0.5 * tanh(0.5 * a[3]) + eps,
-            1.0 + tanh(0.5 * a[4]),
-            1.0 + tanh(0.5 * a[5]),
-            1.0 + tanh(0.5 * a[6]),
-            1.0 + tanh(0.5 * a[7]),
-        ),
-    )
+    out = [
+        0.5 + 0.5 * tanh(0.5 * a[0]) + eps,
+        0.5 + 0.5 * tanh(0.5 * a[1]) + eps,
+        0.5 + 0.5 * tanh(0.5 * a[2]) + eps,
+        0.5 + 0.5 * tanh(0.5 * a[3]) + eps,
+        1.0 + tanh(0.5 * a[4]),
+        1.0 + tanh(0.5 * a[5]),
+        1.0 + tanh(0.5 * a[6]),
+        1.0 + tanh(0.5 * a[7]),
+    ]
     comb: list[float] = []
     for k in (8, 12, 16, 20):  # each row's softmax
         l0, l1, l2, l3 = a[k : k + 4]
@@ -143,10 +142,7 @@ def hc_mix_one(
         e0, e1, e2, e3 = exp(l0 - top), exp(l1 - top), exp(l2 - top), exp(l3 - top)
         t = 1.0 / (e0 + e1 + e2 + e3)
         comb += (e0 * t + eps, e1 * t + eps, e2 * t + eps, e3 * t + eps)
-    out.extend(_sinkhorn_4x4_cols(comb, sinkhorn_iters, eps))  # column-major: comb^T
-    w = torch.frombuffer(out, dtype=torch.float32)
-    pre, post, comb_t = w.split_with_sizes([hc, hc, hc * hc])
-    return pre.view(1, hc), post.view(hc, 1), comb_t.view(hc, hc)
+    return out + sinkhorn(comb, iters, eps)
 
 
 def hc_collapse_one(streams: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
