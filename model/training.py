@@ -377,6 +377,29 @@ class CopyPretrainConfig(BaseModel):
     seed: int = 0
 
 
+def _copy_batch(
+    rng: np.random.Generator,
+    batch: int,
+    items: np.ndarray,
+    cfg: CopyPretrainConfig,
+    specials: tuple[int, int, int],
+    weights: np.ndarray | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`copy_sequences` with the config's lengths; specials = (bos, sep, pad)."""
+    bos, sep, pad = specials
+    return copy_sequences(
+        rng,
+        batch,
+        items,
+        bos=bos,
+        sep=sep,
+        pad=pad,
+        len_min=cfg.len_min,
+        len_max=cfg.len_max,
+        weights=weights,
+    )
+
+
 def copy_accuracy(
     model: nn.Module,
     items: np.ndarray,
@@ -390,17 +413,7 @@ def copy_accuracy(
     """Teacher-forced argmax accuracy on the induction tokens of 64 fresh sequences (a fixed
     seed apart from training's): held-out, since every sequence is new."""
     rng = np.random.default_rng([cfg.seed, 777])
-    ids, _, induction = copy_sequences(
-        rng,
-        64,
-        items,
-        bos=bos,
-        sep=sep,
-        pad=pad,
-        len_min=cfg.len_min,
-        len_max=cfg.len_max,
-        weights=weights,
-    )
+    ids, _, induction = _copy_batch(rng, 64, items, cfg, (bos, sep, pad), weights)
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -444,17 +457,7 @@ def copy_pretrain(
         factor = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
-        ids, mask, _ = copy_sequences(
-            rng,
-            cfg.batch,
-            items,
-            bos=bos,
-            sep=sep,
-            pad=pad,
-            len_min=cfg.len_min,
-            len_max=cfg.len_max,
-            weights=weights,
-        )
+        ids, mask, _ = _copy_batch(rng, cfg.batch, items, cfg, (bos, sep, pad), weights)
         loss, main, _ = compute_losses(model, ids, mask, cfg.mtp_weight)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"copy pretraining: loss became {loss.item()} at {step}")
